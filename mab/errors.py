@@ -1,0 +1,103 @@
+"""Every error `mab` reports, in one place.
+
+An HTTP-facing error carries its status and machine-readable code as class
+attributes, so the one function that renders errors needs no table of its own.
+"""
+
+from __future__ import annotations
+
+
+class MabError(Exception):
+    """Base of all `mab` errors; never raised itself."""
+
+
+class StartupError(MabError):
+    """The server cannot start: bad config or a malformed catalog."""
+
+
+class CatalogError(StartupError):
+    """A catalog file is malformed; the message names the file, line and problem."""
+
+    def __init__(self, path: str, line: int, problem: str) -> None:
+        super().__init__(f"{path}:{line}: {problem}")
+        self.path = path
+        self.line = line
+        self.problem = problem
+
+
+class HTTPError(MabError):
+    """An error that becomes a JSON response `{"error": {"code", "message"}}`."""
+
+    status: int = 500
+    code: str = "internal"
+    retry_after: int | None = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(HTTPError):
+    status = 400
+    code = "bad_request"
+
+
+class InvalidJSON(BadRequest):
+    code = "invalid_json"
+
+
+class NotFound(HTTPError):
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(HTTPError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(HTTPError):
+    status = 413
+    code = "payload_too_large"
+
+
+class TooManyItems(PayloadTooLarge):
+    code = "too_many_items"
+
+
+class UnsupportedMediaType(HTTPError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class StoreFailed(HTTPError):
+    """The feature store answered with an error (502)."""
+
+    status = 502
+    code = "store_failed"
+
+
+class StoreTimeout(HTTPError):
+    """The feature store did not answer within the fetch deadline (504)."""
+
+    status = 504
+    code = "store_timeout"
+
+
+class Overloaded(HTTPError):
+    """Shed load instead of queueing without bound (503 + Retry-After)."""
+
+    status = 503
+    code = "overloaded"
+    retry_after = 1
+
+
+class NotReady(HTTPError):
+    status = 503
+    code = "not_ready"
+    retry_after = 1
+
+
+class InternalError(HTTPError):
+    status = 500
+    code = "internal"

@@ -55,8 +55,11 @@ def _non_negative(kind: Callable[[str], Any]) -> Callable[[str], Any]:
 class _EnvParser:
     """Adds flags whose default comes from `MAB_<NAME>` when that is set."""
 
-    def __init__(self, parser: argparse.ArgumentParser) -> None:
-        self.parser = parser
+    def __init__(
+        self, parser: argparse.ArgumentParser, group: argparse._ArgumentGroup | None = None
+    ) -> None:
+        self.parser = parser  # reports a bad env value
+        self.target = group or parser  # holds the flag (a group shows it under a heading)
 
     def add(self, flag: str, *, default: Any, help: str, **kwargs: Any) -> None:
         env = _env_name(flag)
@@ -71,7 +74,7 @@ class _EnvParser:
             if choices is not None and default not in choices:
                 self.parser.error(f"{env}={raw!r}: choose from {', '.join(map(str, choices))}")
         shown = "" if default is None else f" (default: {default})"
-        self.parser.add_argument(flag, default=default, help=f"{help}{shown} [env {env}]", **kwargs)
+        self.target.add_argument(flag, default=default, help=f"{help}{shown} [env {env}]", **kwargs)
 
     def switch(self, flag: str, *, default: bool, help: str) -> None:
         """A boolean flag with a --no- twin."""
@@ -91,55 +94,127 @@ def _serve_parser(sub: Any) -> None:
     e.add("--port", default=d.port, type=_non_negative(int), help="port to listen on (0 = any)")
     e.add("--workers", default=d.workers, type=_positive(int), help="worker processes")
     e.add("--samplers", default=d.samplers, type=_positive(int), help="sampler threads per worker")
-    e.add("--chunk-size", default=d.chunk_size, type=_positive(int),
-          help="items per sampler job when a request is split across sampler threads")
-    e.add("--inline-max", default=d.inline_max, type=_non_negative(int),
-          help="requests with at most this many items are sampled on the event loop thread")
-    e.add("--max-queue", default=d.max_queue, type=_positive(int),
-          help="sampler jobs waiting per worker before requests are shed with 503")
-    e.add("--max-inflight", default=d.max_inflight, type=_positive(int),
-          help="requests in progress per worker before new ones are shed with 503")
+    e.add(
+        "--chunk-size",
+        default=d.chunk_size,
+        type=_positive(int),
+        help="items per sampler job when a request is split across sampler threads",
+    )
+    e.add(
+        "--inline-max",
+        default=d.inline_max,
+        type=_non_negative(int),
+        help="requests with at most this many items are sampled on the event loop thread",
+    )
+    e.add(
+        "--max-queue",
+        default=d.max_queue,
+        type=_positive(int),
+        help="sampler jobs waiting per worker before requests are shed with 503",
+    )
+    e.add(
+        "--max-inflight",
+        default=d.max_inflight,
+        type=_positive(int),
+        help="requests in progress per worker before new ones are shed with 503",
+    )
     e.add("--store", default=d.store, choices=get_args(StoreName), help="feature store")
-    e.add("--catalog", default=None, type=Path,
-          help="CSV arm_id,successes,failures for the embedded store (default: a demo catalog)")
-    e.add("--demo-arms", default=d.demo_arms, type=_positive(int),
-          help="arms in the generated demo catalog when no --catalog is given")
+    e.add(
+        "--catalog",
+        default=None,
+        type=Path,
+        help="CSV arm_id,successes,failures for the embedded store (default: a demo catalog)",
+    )
+    e.add(
+        "--demo-arms",
+        default=d.demo_arms,
+        type=_positive(int),
+        help="arms in the generated demo catalog when no --catalog is given",
+    )
     e.add("--prior-alpha", default=d.prior_alpha, type=_positive(float), help="Beta prior alpha")
     e.add("--prior-beta", default=d.prior_beta, type=_positive(float), help="Beta prior beta")
     e.add("--max-items", default=d.max_items, type=_positive(int), help="items per request")
-    e.add("--max-body-bytes", default=d.max_body_bytes, type=_positive(int),
-          help="request body size limit")
-    e.add("--log-level", default=d.log_level,
-          choices=["debug", "info", "warning", "error"], help="log level")
+    e.add(
+        "--max-body-bytes",
+        default=d.max_body_bytes,
+        type=_positive(int),
+        help="request body size limit",
+    )
+    e.add(
+        "--log-level",
+        default=d.log_level,
+        choices=["debug", "info", "warning", "error"],
+        help="log level",
+    )
     e.add("--log-format", default=d.log_format, choices=get_args(LogFormat), help="log format")
     e.switch("--access-log", default=d.access_log, help="log one line per request")
-    e.add("--graceful-timeout", default=d.graceful_timeout, type=_non_negative(float),
-          help="seconds in-flight requests get to finish on SIGTERM")
-    e.add("--metrics-dir", default=None, type=Path,
-          help="directory for cross-process Prometheus metrics (default: a fresh temp dir)")
+    e.add(
+        "--graceful-timeout",
+        default=d.graceful_timeout,
+        type=_non_negative(float),
+        help="seconds in-flight requests get to finish on SIGTERM",
+    )
+    e.add(
+        "--metrics-dir",
+        default=None,
+        type=Path,
+        help="directory for cross-process Prometheus metrics (default: a fresh temp dir)",
+    )
     g = p.add_argument_group("Vertex AI stores")
-    ge = _EnvParser(g)  # type: ignore[arg-type]
-    ge.add("--vertex-entity-type", default=None,
-           help="legacy Featurestore entity type: projects/P/locations/L/featurestores/F/entityTypes/E")
-    ge.add("--vertex-feature-view", default=None,
-           help="Feature Store view: projects/P/locations/L/featureOnlineStores/S/featureViews/V")
-    ge.add("--vertex-endpoint", default=None,
-           help="HOST:PORT of the API (default: the regional endpoint of the resource)")
-    ge.switch("--vertex-insecure", default=v.insecure,
-              help="plaintext channel and no credentials (local fakes and emulators)")
-    ge.switch("--vertex-streaming", default=v.streaming,
-              help="vertex-online: batch reads with the v1beta1 StreamingFetchFeatureValues")
+    ge = _EnvParser(p, g)
+    ge.add(
+        "--vertex-entity-type",
+        default=None,
+        help="legacy Featurestore entity type: "
+        "projects/P/locations/L/featurestores/F/entityTypes/E",
+    )
+    ge.add(
+        "--vertex-feature-view",
+        default=None,
+        help="Feature Store view: projects/P/locations/L/featureOnlineStores/S/featureViews/V",
+    )
+    ge.add(
+        "--vertex-endpoint",
+        default=None,
+        help="HOST:PORT of the API (default: the regional endpoint of the resource)",
+    )
+    ge.switch(
+        "--vertex-insecure",
+        default=v.insecure,
+        help="plaintext channel and no credentials (local fakes and emulators)",
+    )
+    ge.switch(
+        "--vertex-streaming",
+        default=v.streaming,
+        help="vertex-online: batch reads with the v1beta1 StreamingFetchFeatureValues",
+    )
     ge.add("--success-feature", default=v.success_feature, help="feature id of success counts")
     ge.add("--failure-feature", default=v.failure_feature, help="feature id of failure counts")
-    ge.add("--fetch-chunk", default=v.fetch_chunk, type=_positive(int),
-           help="ids per concurrent fetch call")
-    ge.add("--fetch-deadline", default=v.fetch_deadline, type=_positive(float),
-           help="seconds for the whole feature fetch of one request")
-    ge.add("--cache-ttl", default=v.cache_ttl, type=_non_negative(float),
-           help="seconds an arm's counts stay cached in a worker (0 = off)")
+    ge.add(
+        "--fetch-chunk",
+        default=v.fetch_chunk,
+        type=_positive(int),
+        help="ids per concurrent fetch call",
+    )
+    ge.add(
+        "--fetch-deadline",
+        default=v.fetch_deadline,
+        type=_positive(float),
+        help="seconds for the whole feature fetch of one request",
+    )
+    ge.add(
+        "--cache-ttl",
+        default=v.cache_ttl,
+        type=_non_negative(float),
+        help="seconds an arm's counts stay cached in a worker (0 = off)",
+    )
     ge.add("--cache-size", default=v.cache_size, type=_positive(int), help="cached arms per worker")
-    ge.add("--unhealthy-after", default=v.unhealthy_after, type=_positive(int),
-           help="consecutive failed fetches before /health reports 503")
+    ge.add(
+        "--unhealthy-after",
+        default=v.unhealthy_after,
+        type=_positive(int),
+        help="consecutive failed fetches before /health reports 503",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

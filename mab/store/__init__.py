@@ -20,13 +20,15 @@ def _embedded(config: Config) -> FeatureStore:
 def _vertex_featurestore(config: Config) -> FeatureStore:
     from mab.store.vertex import VertexFeaturestoreStore
 
-    return VertexFeaturestoreStore(config.vertex)
+    store: FeatureStore = VertexFeaturestoreStore(config.vertex)
+    return store
 
 
 def _vertex_online(config: Config) -> FeatureStore:
     from mab.store.vertex import VertexOnlineStore
 
-    return VertexOnlineStore(config.vertex)
+    store: FeatureStore = VertexOnlineStore(config.vertex)
+    return store
 
 
 _FACTORIES: dict[str, Callable[[Config], FeatureStore]] = {

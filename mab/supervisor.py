@@ -1,0 +1,184 @@
+"""The parent process: bind the socket, load the store, fork workers, replace the dead.
+
+The parent loads the catalog once and forks, so the workers share it copy-on-write.
+It handles only signals: SIGCHLD replaces a dead worker (with a back-off if workers
+die right after they start), SIGTERM / SIGINT stop the workers gracefully.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from mab import log, metrics
+from mab.config import Config
+from mab.errors import StartupError
+from mab.store import FeatureStore, build_store
+
+_SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
+_FAST_DEATH_S = 1.0  # a worker dying sooner than this after its start is crash-looping
+_KILL_GRACE_S = 5.0  # after the graceful timeout, how long before SIGKILL
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """One listening socket that every worker accepts on."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+@dataclass(slots=True)
+class _Slot:
+    index: int
+    pid: int = 0
+    started: float = 0.0
+    fast_deaths: int = 0
+    restart_at: float = 0.0
+
+
+class Supervisor:
+    def __init__(self, config: Config, sock: socket.socket, store: FeatureStore) -> None:
+        self.config = config
+        self.sock = sock
+        self.store = store
+        self.slots = [_Slot(i) for i in range(config.workers)]
+        self.log: Any = structlog.get_logger("mab.supervisor")
+        self.restarts = metrics.worker_restarts()
+
+    def _spawn(self, slot: _Slot) -> None:
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, set())
+                from mab.worker import run_worker
+
+                code = run_worker(self.config, self.sock, self.store, slot.index, parent)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        slot.pid, slot.started = pid, time.monotonic()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            metrics.mark_process_dead(pid)
+            slot = next((s for s in self.slots if s.pid == pid), None)
+            if slot is None:
+                continue
+            lived = time.monotonic() - slot.started
+            slot.pid = 0
+            slot.fast_deaths = slot.fast_deaths + 1 if lived < _FAST_DEATH_S else 0
+            delay = min(0.1 * 2 ** (slot.fast_deaths - 1), 5.0) if slot.fast_deaths else 0.0
+            slot.restart_at = time.monotonic() + delay
+            self.log.warning(
+                "worker exited",
+                worker=slot.index,
+                pid=pid,
+                exit_code=os.waitstatus_to_exitcode(status),
+                lived_s=round(lived, 3),
+                restart_in_s=delay,
+            )
+
+    def _respawn_due(self) -> None:
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.pid == 0 and now >= slot.restart_at:
+                self._spawn(slot)
+                self.restarts.inc()
+                self.log.info("worker restarted", worker=slot.index, pid=slot.pid)
+
+    def run(self) -> int:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        for slot in self.slots:
+            self._spawn(slot)
+        self.log.info("workers started", pids=[s.pid for s in self.slots])
+        while True:
+            info = signal.sigtimedwait(_SIGNALS, 0.25)
+            if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT):
+                self.log.info("stopping", signal=signal.Signals(info.si_signo).name)
+                break
+            self._reap()
+            self._respawn_due()
+        return self._stop()
+
+    def _stop(self) -> int:
+        self.sock.close()  # the workers hold their own copies until they stop accepting
+        for slot in self.slots:
+            if slot.pid:
+                os.kill(slot.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.config.graceful_timeout + _KILL_GRACE_S
+        while any(s.pid for s in self.slots) and time.monotonic() < deadline:
+            signal.sigtimedwait({signal.SIGCHLD}, 0.1)
+            for slot in self.slots:
+                if slot.pid and os.waitpid(slot.pid, os.WNOHANG)[0] == slot.pid:
+                    slot.pid = 0
+        for slot in self.slots:
+            if slot.pid:
+                self.log.warning("worker killed after graceful timeout", pid=slot.pid)
+                os.kill(slot.pid, signal.SIGKILL)
+                os.waitpid(slot.pid, 0)
+        self.log.info("stopped")
+        return 0
+
+
+def serve(config: Config) -> int:
+    log.configure(config)
+    logger: Any = structlog.get_logger("mab.supervisor")
+    metrics_dir = config.metrics_dir or Path(tempfile.mkdtemp(prefix="mab-metrics-"))
+    metrics.use_directory(metrics_dir)
+    started = time.perf_counter()
+    store = build_store(config)
+    health = store.health()
+    logger.info(
+        "store loaded",
+        store=store.name,
+        load_s=round(time.perf_counter() - started, 3),
+        **health.detail,
+    )
+    sock = bind_socket(config.host, config.port)
+    host, port = sock.getsockname()[:2]
+    # Import the worker's modules before forking so every worker starts at once.
+    import mab.worker  # noqa: F401
+
+    logger.info(
+        "listening",
+        host=host,
+        port=port,
+        workers=config.workers,
+        config=_public(config),
+    )
+    return Supervisor(config, sock, store).run()
+
+
+def _public(config: Config) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}

@@ -1,0 +1,68 @@
+"""One worker process: aiohttp on uvloop, serving the socket the parent bound."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import socket
+
+import structlog
+import uvloop
+from aiohttp import web
+
+from mab import log
+from mab.app import STATE, build_app
+from mab.config import Config
+from mab.store.base import FeatureStore
+
+_PR_SET_PDEATHSIG = 1
+_ACCEPT_DRAIN_S = 0.1  # time to accept what the kernel had queued before closing
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel send SIGTERM if the supervisor dies, so no orphan holds the port."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the supervisor's SIGTERM still reaches us
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def _serve(config: Config, sock: socket.socket, store: FeatureStore, slot: int) -> None:
+    logger = structlog.get_logger("mab.worker")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    app = build_app(config, store)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=config.graceful_timeout
+    )
+    await runner.setup()  # starts the store client and the sampler actors
+    await web.SockSite(runner, sock, backlog=1024).start()
+    logger.info("worker started", worker=slot, pid=os.getpid(), samplers=config.samplers)
+    await stop.wait()
+    logger.info("worker stopping", worker=slot, pid=os.getpid())
+    app[STATE].draining = True
+    # Closing a listener resets the connections still in its accept queue: clients
+    # whose connect() already succeeded would see a failed request. So first shrink
+    # the backlog to zero (new SYNs are dropped; the client retries and, once we
+    # have closed, is refused) and accept what is already queued.
+    sock.listen(0)
+    await asyncio.sleep(_ACCEPT_DRAIN_S)
+    # Stop accepting, let in-flight requests finish within the graceful timeout,
+    # cancel what is left, then stop the samplers and the store client.
+    await runner.cleanup()
+
+
+def run_worker(
+    config: Config, sock: socket.socket, store: FeatureStore, slot: int, parent: int
+) -> int:
+    """The body of a forked child; returns its exit code."""
+    _die_with_parent(parent)
+    log.configure(config)
+    uvloop.run(_serve(config, sock, store, slot))
+    return 0

@@ -1,0 +1,207 @@
+"""The /predict, /health and /metrics contract, over real sockets against 2 workers."""
+
+from __future__ import annotations
+
+import http.client
+import re
+
+import pytest
+
+from tests.support import Response, ServerProcess
+
+KNOWN = [f"item_{i:07d}" for i in range(0, 78_000, 200)]  # 390 ids in the demo catalog
+UNKNOWN = [f"new_{i}" for i in range(10)]
+
+
+def assert_ranked(items: list[dict[str, object]]) -> list[float]:
+    scores = [item["score"] for item in items]
+    assert all(isinstance(s, float) and 0.0 < s < 1.0 for s in scores)
+    assert scores == sorted(scores, reverse=True)
+    return scores  # type: ignore[return-value]
+
+
+def test_predict_scores_every_item_sorted(server: ServerProcess) -> None:
+    """400 ids in, 400 ids out, best first, scores in (0, 1), unknown ids counted."""
+    response = server.predict({"user_id": "u1", "items": KNOWN + UNKNOWN})
+    assert response.status == 200
+    assert response.headers["content-type"].startswith("application/json")
+    data = response.json()
+    assert data["user_id"] == "u1"
+    assert data["unknown"] == len(UNKNOWN)
+    assert len(data["items"]) == 400
+    assert sorted(item["id"] for item in data["items"]) == sorted(KNOWN + UNKNOWN)
+    assert all(set(item) == {"id", "score"} for item in data["items"])
+    assert_ranked(data["items"])
+
+
+def test_user_id_is_optional(server: ServerProcess) -> None:
+    """Without user_id the response carries null."""
+    data = server.predict({"items": ["item_0000001"]}).json()
+    assert data["user_id"] is None and len(data["items"]) == 1 and data["unknown"] == 0
+
+
+def test_scores_follow_the_counts(server: ServerProcess) -> None:
+    """Unknown ids are scored from the Beta(1, 1) prior (mean 0.5), known demo arms near
+    their click rate (~3%): over 400 items the means separate clearly."""
+    data = server.predict({"items": KNOWN[:200] + [f"cold_{i}" for i in range(200)]}).json()
+    known = [i["score"] for i in data["items"] if i["id"].startswith("item_")]
+    cold = [i["score"] for i in data["items"] if i["id"].startswith("cold_")]
+    assert sum(known) / len(known) < 0.1
+    assert 0.4 < sum(cold) / len(cold) < 0.6
+    assert data["unknown"] == 200
+
+
+def test_top_k_cuts_to_the_best(server: ServerProcess) -> None:
+    """top_k returns the first k of the full ranking (same seed, same draws)."""
+    full = server.predict({"items": KNOWN, "seed": 7}).json()["items"]
+    top = server.predict({"items": KNOWN, "seed": 7, "top_k": 10}).json()["items"]
+    assert top == full[:10]
+    assert len(server.predict({"items": KNOWN[:5], "top_k": 50}).json()["items"]) == 5
+
+
+def test_seed_gives_identical_responses(server: ServerProcess) -> None:
+    """20 calls with one seed, on new connections (so both workers serve), are identical."""
+    payload = {"items": KNOWN + UNKNOWN, "seed": 12345}
+    bodies = {server.predict(payload).body for _ in range(20)}
+    assert len(bodies) == 1
+    other = server.predict({**payload, "seed": 12346}).body
+    assert other not in bodies
+
+
+def test_unseeded_calls_differ(server: ServerProcess) -> None:
+    """Without a seed every call draws afresh."""
+    payload = {"items": KNOWN}
+    assert server.predict(payload).body != server.predict(payload).body
+
+
+def test_large_seeded_request_is_chunk_invariant(server: ServerProcess) -> None:
+    """4,000 ids (split across sampler actors) give the same answer on every call."""
+    payload = {"items": [f"item_{i:07d}" for i in range(4000)], "seed": 99}
+    first = server.predict(payload)
+    assert first.status == 200
+    assert_ranked(first.json()["items"])
+    assert all(server.predict(payload).body == first.body for _ in range(5))
+
+
+ERROR_CASES = [
+    # (body, content type, status, code)
+    (b"{not json", "application/json", 400, "invalid_json"),
+    (b"", "application/json", 400, "invalid_json"),
+    (b"[1, 2]", "application/json", 400, "bad_request"),
+    (b'{"user_id": "u"}', "application/json", 400, "bad_request"),
+    (b'{"items": "item_0000001"}', "application/json", 400, "bad_request"),
+    (b'{"items": []}', "application/json", 400, "bad_request"),
+    (b'{"items": ["a", 3]}', "application/json", 400, "bad_request"),
+    (b'{"items": ["a", null]}', "application/json", 400, "bad_request"),
+    (b'{"items": ["a"], "user_id": 5}', "application/json", 400, "bad_request"),
+    (b'{"items": ["a"], "top_k": 0}', "application/json", 400, "bad_request"),
+    (b'{"items": ["a"], "top_k": -3}', "application/json", 400, "bad_request"),
+    (b'{"items": ["a"], "top_k": 2.5}', "application/json", 400, "bad_request"),
+    (b'{"items": ["a"], "top_k": "3"}', "application/json", 400, "bad_request"),
+    (b'{"items": ["a"], "top_k": true}', "application/json", 400, "bad_request"),
+    (b'{"items": ["a"], "seed": -1}', "application/json", 400, "bad_request"),
+    (b'{"items": ["a"], "seed": 18446744073709551616}', "application/json", 400, "bad_request"),
+    (b'{"items": ["a"], "seed": "x"}', "application/json", 400, "bad_request"),
+    (b'{"items": ["a"], "seed": false}', "application/json", 400, "bad_request"),
+    (b'{"items": ["a"]}', "text/plain", 415, "unsupported_media_type"),
+    (b'{"items": ["a"]}', "", 415, "unsupported_media_type"),
+]
+
+
+@pytest.mark.parametrize(("body", "content_type", "status", "code"), ERROR_CASES)
+def test_bad_requests_get_json_errors(
+    server: ServerProcess, body: bytes, content_type: str, status: int, code: str
+) -> None:
+    """Every malformed request gets its status and a JSON error body, never a traceback."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = server.request("POST", "/predict", body, headers)
+    assert response.status == status
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert isinstance(error["message"], str) and error["message"]
+    assert "Traceback" not in response.body.decode()
+
+
+def test_too_many_items_is_413(server: ServerProcess) -> None:
+    """More ids than --max-items (5000 here) is 413 with the limit in the message."""
+    response = server.predict({"items": [f"x{i}" for i in range(5001)]})
+    assert response.status == 413
+    assert response.json()["error"]["code"] == "too_many_items"
+    assert "5000" in response.json()["error"]["message"]
+
+
+def test_body_over_limit_is_413(server: ServerProcess) -> None:
+    """A body over --max-body-bytes (200,000 here) is 413, by Content-Length or chunked."""
+    big = b'{"items": ["' + b"x" * 250_000 + b'"]}'
+    response = server.request("POST", "/predict", big, {"Content-Type": "application/json"})
+    assert response.status == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request(
+            "POST",
+            "/predict",
+            iter([big[:100_000], big[100_000:]]),
+            {"Content-Type": "application/json"},
+            encode_chunked=True,
+        )
+        raw = conn.getresponse()
+        chunked = Response(raw.status, {}, raw.read())
+    finally:
+        conn.close()
+    assert chunked.status == 413
+    assert chunked.json()["error"]["code"] == "payload_too_large"
+
+
+def test_unknown_path_and_method_are_json(server: ServerProcess) -> None:
+    """404 and 405 use the same JSON error shape."""
+    missing = server.request("GET", "/nope")
+    assert missing.status == 404 and missing.json()["error"]["code"] == "not_found"
+    wrong = server.request("GET", "/predict")
+    assert wrong.status == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_health_reports_the_store(server: ServerProcess) -> None:
+    """/health is 200 with the arm count of the demo catalog."""
+    response = server.request("GET", "/health")
+    assert response.status == 200
+    assert response.json() == {"status": "ok", "store": "embedded", "arms": 100_000}
+
+
+def test_request_ids_are_echoed(server: ServerProcess) -> None:
+    """A client's X-Request-ID comes back; without one the server makes one up."""
+    sent = server.predict({"items": ["a"]}, headers={"X-Request-ID": "abc-123"})
+    assert sent.headers["x-request-id"] == "abc-123"
+    made = server.predict({"items": ["a"]})
+    assert re.fullmatch(r"[0-9a-f]+-[0-9a-f]+", made.headers["x-request-id"])
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+def test_metrics_add_up_across_workers(server: ServerProcess) -> None:
+    """Counters in /metrics sum every worker's requests, whichever worker answers."""
+    before = _metric(server.request("GET", "/metrics").body.decode(), "mab_predictions_total")
+    for _ in range(10):  # new connections: both workers take some
+        assert server.predict({"items": KNOWN[:7]}).status == 200
+    text = server.request("GET", "/metrics").body.decode()
+    assert _metric(text, "mab_predictions_total") - before == 70
+    assert 'mab_requests_total{path="/predict",status="200"}' in text
+    assert "mab_request_duration_seconds_bucket" in text
+
+
+def test_one_log_line_per_request(server: ServerProcess) -> None:
+    """Each /predict writes one JSON log line with its id, counts and stage timings."""
+    server.predict({"items": [*KNOWN[:3], "zz"]}, headers={"X-Request-ID": "log-check-1"})
+    lines = [e for e in server.log_events() if e.get("request_id") == "log-check-1"]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["event"] == "request" and line["status"] == 200
+    assert line["items"] == 4 and line["unknown"] == 1
+    for stage in ("fetch_ms", "sample_ms", "encode_ms", "latency_ms"):
+        assert isinstance(line[stage], float) and line[stage] >= 0

@@ -1,0 +1,169 @@
+"""Start-up, worker supervision and graceful shutdown of the real server."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import HOST, free_port, run_server
+
+ITEMS = [f"item_{i:07d}" for i in range(0, 40_000, 10)]  # 4,000 ids: a few ms of work
+
+
+def test_killed_worker_is_replaced_within_2s() -> None:
+    """SIGKILL one worker: a new one takes its place and the server answers within 2 s."""
+    with run_server() as server:
+        before = server.workers()
+        assert len(before) == 2
+        os.kill(before[0], signal.SIGKILL)
+        killed_at = time.monotonic()
+        deadline = killed_at + 2.0
+        while time.monotonic() < deadline:
+            now = server.workers()
+            if len(now) == 2 and before[0] not in now:
+                break
+            time.sleep(0.02)
+        assert len(server.workers()) == 2 and before[0] not in server.workers()
+        new = next(pid for pid in server.workers() if pid not in before)
+        # The new worker serves: ask until it has answered (it logs its pid in request ids).
+        seen: set[str] = set()
+        while time.monotonic() < deadline and f"{new:x}" not in seen:
+            response = server.predict({"items": ["item_0000001"]})
+            assert response.status == 200
+            seen.add(response.headers["x-request-id"].split("-")[0])
+        assert f"{new:x}" in seen, "the replacement worker did not serve within 2 s"
+        events = server.log_events()
+        assert any(e["event"] == "worker exited" and e["pid"] == before[0] for e in events)
+        assert any(e["event"] == "worker restarted" and e["pid"] == new for e in events)
+
+
+def test_sigterm_under_load_fails_no_request() -> None:
+    """SIGTERM while clients are busy: every request the server took answers 200, the
+    server stops accepting, and the parent exits 0 within the graceful timeout."""
+    body = json.dumps({"items": ITEMS}).encode()
+    outcomes: list[object] = []
+    stop = threading.Event()
+
+    def client(port: int) -> None:
+        while not stop.is_set():
+            conn = http.client.HTTPConnection(HOST, port, timeout=10)
+            try:
+                conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+                outcomes.append(conn.getresponse().status)
+            except ConnectionRefusedError:
+                return  # the listener is closed: the shutdown has begun
+            except OSError as exc:
+                outcomes.append(exc)
+            finally:
+                conn.close()
+
+    with run_server("--graceful-timeout", "5") as server:
+        threads = [threading.Thread(target=client, args=(server.port,)) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        served_before = len(outcomes)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(10) == 0
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        assert served_before > 20, "the load did not get going"
+        failures = [o for o in outcomes if o != 200]
+        assert failures == [], f"{len(failures)} failed of {len(outcomes)}: {failures[:5]}"
+        assert any(e["event"] == "stopped" for e in server.log_events())
+
+
+def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mab", "serve", "--port", str(free_port()), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "problem"),
+    [
+        ("arm_id,successes\na,1\n", 1, "missing column(s) failures"),
+        ("arm_id,successes,failures\na,1,2\nb,-1,2\n", 3, "successes must be a finite count"),
+        ("arm_id,successes,failures\na,1,2\nb,1,lots\n", 3, "failures is not a number"),
+        ("arm_id,successes,failures\na,1,2\nb,1,2\na,3,4\n", 4, "duplicate arm_id 'a'"),
+        ("arm_id,successes,failures\na,1\n", 2, "expected 3 fields, got 2"),
+        ("", 1, "empty file"),
+    ],
+)
+def test_malformed_catalog_stops_startup(
+    tmp_path: Path, content: str, line: int, problem: str
+) -> None:
+    """A bad catalog stops start-up with exit 2 and a message naming file, line, problem."""
+    catalog = tmp_path / "arms.csv"
+    catalog.write_text(content)
+    result = _serve("--catalog", str(catalog))
+    assert result.returncode == 2
+    assert f"{catalog}:{line}: {problem}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_catalog_file_is_served(tmp_path: Path) -> None:
+    """A CSV catalog is loaded: its ids are known, others are not."""
+    catalog = tmp_path / "arms.csv"
+    catalog.write_text("arm_id,successes,failures\nred,90,10\nblue,10,90\n")
+    with run_server("--catalog", str(catalog), workers=1) as server:
+        assert server.request("GET", "/health").json()["arms"] == 2
+        data = server.predict({"items": ["red", "blue", "green"], "seed": 1}).json()
+        assert data["unknown"] == 1
+        assert data["items"][0]["id"] == "red"
+
+
+def test_flags_come_from_env() -> None:
+    """MAB_<NAME> sets a flag's default; a bad value names the variable."""
+    with run_server(workers=1, env={"MAB_DEMO_ARMS": "123", "MAB_MAX_ITEMS": "3"}) as server:
+        assert server.request("GET", "/health").json()["arms"] == 123
+        assert server.predict({"items": ["a", "b", "c", "d"]}).status == 413
+    result = _serve(env={"MAB_WORKERS": "many"})
+    assert result.returncode == 2 and "MAB_WORKERS='many'" in result.stderr
+
+
+def test_help_lists_the_flags() -> None:
+    """`mab serve --help` documents every flag with its env var."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mab", "serve", "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0
+    for flag in (
+        "--host",
+        "--port",
+        "--workers",
+        "--samplers",
+        "--catalog",
+        "--demo-arms",
+        "--prior-alpha",
+        "--prior-beta",
+        "--max-items",
+        "--max-body-bytes",
+        "--log-level",
+        "--log-format",
+        "--graceful-timeout",
+    ):
+        assert flag in result.stdout
+    assert "MAB_PRIOR_ALPHA" in result.stdout
+
+
+def test_port_in_use_is_a_clear_error() -> None:
+    """Binding a taken port fails start-up with exit 2 and says why."""
+    with run_server(workers=1) as server:
+        result = _serve("--port", str(server.port))
+    assert result.returncode == 2
+    assert "cannot listen on" in result.stderr

@@ -1,5 +1,5 @@
 # cffi cannot be named in setup.cfg (cffi issue #55): setuptools silently ignores
-# cffi_modules there and the wheel ships without the compiled sampler.
+# cffi_modules there and the wheel ships without the compiled extensions.
 from setuptools import setup
 
-setup(cffi_modules=["mab/native/_build.py:ffibuilder"])
+setup(cffi_modules=["mab/native/_build.py:ffibuilder", "mab/native/_build_codec.py:ffibuilder"])

@@ -64,7 +64,7 @@ class _EnvParser:
     def add(self, flag: str, *, default: Any, help: str, **kwargs: Any) -> None:
         env = _env_name(flag)
         raw = os.environ.get(env)
-        kind = kwargs.get("type")
+        kind = kwargs.get("type", _bool if "action" in kwargs else None)
         if raw is not None:
             try:
                 default = kind(raw) if kind is not None else raw
@@ -77,8 +77,8 @@ class _EnvParser:
         self.target.add_argument(flag, default=default, help=f"{help}{shown} [env {env}]", **kwargs)
 
     def switch(self, flag: str, *, default: bool, help: str) -> None:
-        """A boolean flag with a --no- twin."""
-        self.add(flag, default=default, help=help, type=_bool, nargs="?", const=True)
+        """A boolean flag with a --no- twin; the env var takes 1/0, true/false, yes/no."""
+        self.add(flag, default=default, help=help, action=argparse.BooleanOptionalAction)
 
 
 def _serve_parser(sub: Any) -> None:

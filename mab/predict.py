@@ -12,6 +12,7 @@ import orjson
 
 from mab.config import Config
 from mab.errors import BadRequest, InvalidJSON, TooManyItems
+from mab.native.codec import RankedEncoder
 from mab.sampling import SamplerPool
 from mab.store.base import FeatureStore, FloatArray
 
@@ -55,9 +56,13 @@ def parse_request(body: bytes, max_items: int) -> PredictRequest:
         raise BadRequest('"items" must not be empty')
     if len(items) > max_items:
         raise TooManyItems(f'"items" has {len(items)} ids; the limit is {max_items}')
-    for position, item in enumerate(items):
-        if not isinstance(item, str):
-            raise BadRequest(f'"items"[{position}] must be a string, got {type(item).__name__}')
+    try:
+        "".join(items)  # the fastest all-strings check: 2.5 us for 400 ids, a loop costs 11
+    except TypeError:
+        position, item = next((p, i) for p, i in enumerate(items) if not isinstance(i, str))
+        raise BadRequest(
+            f'"items"[{position}] must be a string, got {type(item).__name__}'
+        ) from None
     user_id = data.get("user_id")
     if user_id is not None and not isinstance(user_id, str):
         raise BadRequest('"user_id" must be a string')
@@ -80,17 +85,22 @@ def rank(scores: FloatArray, top_k: int | None) -> npt.NDArray[np.intp]:
 
 
 def encode(
-    user_id: str | None,
-    items: list[str],
+    encoder: RankedEncoder,
+    request: PredictRequest,
     scores: FloatArray,
     order: npt.NDArray[np.intp],
     unknown: int,
 ) -> bytes:
-    ranked = [
-        {"id": items[i], "score": s}
-        for i, s in zip(order.tolist(), scores[order].tolist(), strict=False)
-    ]
-    return orjson.dumps({"user_id": user_id, "items": ranked, "unknown": unknown})
+    """The response body; the ranked items come from native code (3-4x orjson on dicts)."""
+    return b"".join(
+        (
+            b'{"user_id":',
+            orjson.dumps(request.user_id),
+            b',"items":',
+            encoder.encode(request.items, scores, order),
+            b',"unknown":%d}' % unknown,
+        )
+    )
 
 
 class Predictor:
@@ -101,6 +111,7 @@ class Predictor:
         self._prior_beta = config.prior_beta
         self._store = store
         self._samplers = samplers
+        self._encoder = RankedEncoder()  # used on the event loop thread only
 
     async def predict(self, request: PredictRequest) -> Prediction:
         t0 = time.perf_counter()
@@ -111,6 +122,6 @@ class Predictor:
         scores = await self._samplers.sample(alpha, beta, request.seed)
         t2 = time.perf_counter()
         order = rank(scores, request.top_k)
-        body = encode(request.user_id, request.items, scores, order, features.unknown)
+        body = encode(self._encoder, request, scores, order, features.unknown)
         t3 = time.perf_counter()
         return Prediction(body, len(request.items), features.unknown, t1 - t0, t2 - t1, t3 - t2)

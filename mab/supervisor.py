@@ -152,8 +152,15 @@ class Supervisor:
 def serve(config: Config) -> int:
     log.configure(config)
     logger: Any = structlog.get_logger("mab.supervisor")
-    metrics_dir = config.metrics_dir or Path(tempfile.mkdtemp(prefix="mab-metrics-"))
-    metrics.use_directory(metrics_dir)
+    if config.metrics_dir is not None:
+        metrics.use_directory(config.metrics_dir)
+        return _serve(config, logger)
+    with tempfile.TemporaryDirectory(prefix="mab-metrics-") as scratch:
+        metrics.use_directory(Path(scratch))
+        return _serve(config, logger)
+
+
+def _serve(config: Config, logger: Any) -> int:
     started = time.perf_counter()
     store = build_store(config)
     health = store.health()

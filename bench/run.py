@@ -91,7 +91,13 @@ def started(name: str, cmd: str, data: Path) -> Iterator[Target]:
 
 
 def wrk(url: str, body: Path, conns: int, seconds: float, threads: int) -> dict[str, float]:
-    argv = ["wrk", f"-t{min(threads, conns)}", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency"]
+    argv = [
+        "wrk",
+        f"-t{min(threads, conns)}",
+        f"-c{conns}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+    ]
     argv += ["-s", str(HERE / "predict.lua"), f"{url}/predict"]
     out = subprocess.run(
         argv, capture_output=True, text=True, env={**os.environ, "MAB_BODY": str(body)}, check=True
@@ -155,8 +161,11 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--url", help="benchmark this running server instead of starting mab")
-    ap.add_argument("--server-cmd", default=f"{sys.executable} -m mab serve --port {{port}} "
-                    "--catalog {catalog}", help="how to start mab ({port}, {catalog} filled in)")
+    ap.add_argument(
+        "--server-cmd",
+        default=f"{sys.executable} -m mab serve --port {{port}} --catalog {{catalog}}",
+        help="how to start mab ({port}, {catalog} filled in)",
+    )
     ap.add_argument("--against", help="URL of a second running server to compare")
     ap.add_argument("--against-cmd", help="command that starts a second server ({port}, {catalog})")
     ap.add_argument("--name", default="mab")
@@ -172,9 +181,10 @@ def main() -> int:
     args = ap.parse_args()
 
     data = catalog.write(args.data, sizes=tuple(args.items))
-    with _target(args.name, args.url, args.server_cmd, data) as a, _maybe(
-        args.against_name, args.against, args.against_cmd, data
-    ) as b:
+    with (
+        _target(args.name, args.url, args.server_cmd, data) as a,
+        _maybe(args.against_name, args.against, args.against_cmd, data) as b,
+    ):
         targets = [t for t in (a, b) if t is not None]
         points = [(n, c) for n in args.items for c in args.conns]
         rows: list[dict] = []
@@ -182,8 +192,12 @@ def main() -> int:
         for n, c in points:
             for target in targets:
                 done = len(rows) + 1
-                print(f"\r[{done}/{total}] {target.name} items={n} conns={c} ...   ",
-                      end="", file=sys.stderr, flush=True)
+                print(
+                    f"\r[{done}/{total}] {target.name} items={n} conns={c} ...   ",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 rows.append(measure(target, data / f"req{n}.json", n, c, args))
         print(file=sys.stderr)
     print(table(rows))

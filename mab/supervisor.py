@@ -21,27 +21,12 @@ import structlog
 
 from mab import log, metrics
 from mab.config import Config
-from mab.errors import StartupError
+from mab.listener import bind_socket
 from mab.store import FeatureStore, build_store
 
 _SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
 _FAST_DEATH_S = 1.0  # a worker dying sooner than this after its start is crash-looping
 _KILL_GRACE_S = 5.0  # after the graceful timeout, how long before SIGKILL
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """One listening socket that every worker accepts on."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
 
 
 @dataclass(slots=True)

@@ -15,10 +15,11 @@ from aiohttp import web
 from mab import log
 from mab.app import STATE, build_app
 from mab.config import Config
+from mab.listener import refuse_new_connections
 from mab.store.base import FeatureStore
 
 _PR_SET_PDEATHSIG = 1
-_ACCEPT_DRAIN_S = 0.1  # time to accept what the kernel had queued before closing
+_ACCEPT_DRAIN_S = 0.2  # accepting what is queued or mid-handshake before closing
 
 
 def _die_with_parent(parent: int) -> None:
@@ -47,11 +48,9 @@ async def _serve(config: Config, sock: socket.socket, store: FeatureStore, slot:
     await stop.wait()
     logger.info("worker stopping", worker=slot, pid=os.getpid())
     app[STATE].draining = True
-    # Closing a listener resets the connections still in its accept queue: clients
-    # whose connect() already succeeded would see a failed request. So first shrink
-    # the backlog to zero (new SYNs are dropped; the client retries and, once we
-    # have closed, is refused) and accept what is already queued.
-    sock.listen(0)
+    # Closing a listener resets the connections in its accept queue (see
+    # mab.listener): drop new SYNs first, accept what is queued, then close.
+    refuse_new_connections(sock)
     await asyncio.sleep(_ACCEPT_DRAIN_S)
     # Stop accepting, let in-flight requests finish within the graceful timeout,
     # cancel what is left, then stop the samplers and the store client.

@@ -167,3 +167,51 @@ def test_port_in_use_is_a_clear_error() -> None:
         result = _serve("--port", str(server.port))
     assert result.returncode == 2
     assert "cannot listen on" in result.stderr
+
+
+def test_full_sampler_queue_sheds_with_503() -> None:
+    """A request needing more sampler jobs than the queue has room for is refused at
+    once with 503, Retry-After and a JSON body; a smaller one is served."""
+    with run_server(
+        "--inline-max", "0", "--chunk-size", "100", "--max-queue", "10", workers=1
+    ) as server:
+        response = server.predict({"items": ITEMS})  # 4,000 ids = 40 jobs
+        assert response.status == 503
+        assert response.headers["retry-after"] == "1"
+        assert response.json()["error"]["code"] == "overloaded"
+        assert server.predict({"items": ITEMS[:500]}).status == 200  # 5 jobs
+        metrics = server.request("GET", "/metrics").body.decode()
+        assert "mab_shed_total 1.0" in metrics
+
+
+def test_requests_over_the_inflight_limit_are_shed() -> None:
+    """With one request allowed in progress, concurrent ones get 503 instead of queueing;
+    every request gets an answer, and the others are served."""
+    body = json.dumps({"items": ITEMS}).encode()
+    answers: list[tuple[int, str | None]] = []  # status, Retry-After
+    lock = threading.Lock()
+
+    def client(port: int) -> None:
+        conn = http.client.HTTPConnection(HOST, port, timeout=10)
+        try:
+            conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            with lock:
+                answers.append((response.status, response.getheader("Retry-After")))
+        finally:
+            conn.close()
+
+    # Sampling on the actors makes every request wait on a future: they overlap.
+    with run_server(
+        "--inline-max", "0", "--chunk-size", "100", "--max-inflight", "1", workers=1
+    ) as server:
+        threads = [threading.Thread(target=client, args=(server.port,)) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(15)
+    statuses = [status for status, _ in answers]
+    assert len(statuses) == 16
+    assert set(statuses) <= {200, 503}
+    assert all(retry == "1" for status, retry in answers if status == 503)
+    assert statuses.count(503) >= 1 and statuses.count(200) >= 1

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-NATIVE := $(wildcard mab/native/*.cpp mab/native/*.h mab/native/_build.py)
+NATIVE := $(wildcard mab/native/*.cpp mab/native/*.h mab/native/_build*.py)
 ARGS   ?=
 
 .PHONY: venv serve test lint bench bench-sampler wrk debug-test clean

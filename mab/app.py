@@ -24,7 +24,8 @@ from mab.errors import (
 )
 from mab.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mab.metrics import Metrics
-from mab.predict import Prediction, Predictor, parse_request
+from mab.predict import Prediction, Predictor
+from mab.request import parse_request
 from mab.sampling import SamplerPool
 from mab.store.base import FeatureStore
 

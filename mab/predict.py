@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from mab.config import Config
-from mab.errors import BadRequest, InvalidJSON, TooManyItems
 from mab.native.codec import RankedEncoder
+from mab.request import PredictRequest
 from mab.sampling import SamplerPool
 from mab.store.base import FeatureStore, FloatArray
-
-_MAX_SEED = 2**64 - 1
-
-
-@dataclass(frozen=True, slots=True)
-class PredictRequest:
-    user_id: str | None
-    items: list[str]
-    top_k: int | None
-    seed: int | None
 
 
 @dataclass(slots=True)
@@ -35,44 +23,6 @@ class Prediction:
     fetch_s: float
     sample_s: float
     encode_s: float
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def parse_request(body: bytes, max_items: int) -> PredictRequest:
-    """Validate a /predict body; every problem is a 400 (or 413 for too many items)."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidJSON(f"body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadRequest("body must be a JSON object")
-    items = data.get("items")
-    if not isinstance(items, list):
-        raise BadRequest('"items" is required and must be a list of item ids')
-    if not items:
-        raise BadRequest('"items" must not be empty')
-    if len(items) > max_items:
-        raise TooManyItems(f'"items" has {len(items)} ids; the limit is {max_items}')
-    try:
-        "".join(items)  # the fastest all-strings check: 2.5 us for 400 ids, a loop costs 11
-    except TypeError:
-        position, item = next((p, i) for p, i in enumerate(items) if not isinstance(i, str))
-        raise BadRequest(
-            f'"items"[{position}] must be a string, got {type(item).__name__}'
-        ) from None
-    user_id = data.get("user_id")
-    if user_id is not None and not isinstance(user_id, str):
-        raise BadRequest('"user_id" must be a string')
-    top_k = data.get("top_k")
-    if top_k is not None and not (_is_int(top_k) and top_k >= 1):
-        raise BadRequest('"top_k" must be an integer >= 1')
-    seed = data.get("seed")
-    if seed is not None and not (_is_int(seed) and 0 <= seed <= _MAX_SEED):
-        raise BadRequest(f'"seed" must be an integer in [0, {_MAX_SEED}]')
-    return PredictRequest(user_id, items, top_k, seed)
 
 
 def rank(scores: FloatArray, top_k: int | None) -> npt.NDArray[np.intp]:
@@ -92,14 +42,13 @@ def encode(
     unknown: int,
 ) -> bytes:
     """The response body; the ranked items come from native code (3-4x orjson on dicts)."""
+    items = request.items
+    if items.spans is not None:  # the fast path: ids copied from the request body
+        ranked = encoder.encode_spans(items.body, items.spans, scores, order)
+    else:
+        ranked = encoder.encode(items.strings(), scores, order)
     return b"".join(
-        (
-            b'{"user_id":',
-            orjson.dumps(request.user_id),
-            b',"items":',
-            encoder.encode(request.items, scores, order),
-            b',"unknown":%d}' % unknown,
-        )
+        (b'{"user_id":', request.user_id_json, b',"items":', ranked, b',"unknown":%d}' % unknown)
     )
 
 

@@ -46,21 +46,24 @@ extern "C" size_t mab_encode_ranked_bound(size_t ids_json_len, size_t k) {
     return ids_json_len + k * (sizeof(kOpen) + sizeof(kScore) + kMaxDouble + 4) + 2;
 }
 
-extern "C" ptrdiff_t mab_encode_ranked(const char *ids_json, size_t ids_json_len, size_t n,
-                                       const double *scores, const int64_t *order, size_t k,
-                                       size_t *spans, char *out, size_t out_cap) {
-    if (k > n || out_cap < mab_encode_ranked_bound(ids_json_len, k)) return -1;
-    if (!find_spans(ids_json, ids_json_len, n, spans)) return -1;
+extern "C" ptrdiff_t mab_encode_ranked_spans(const char *src, const size_t *spans, size_t n,
+                                             const double *scores, const int64_t *order, size_t k,
+                                             char *out, size_t out_cap) {
+    if (k > n) return -1;
     char *p = out;
+    const char *limit = out + out_cap;
     *p++ = '[';
     for (size_t r = 0; r < k; ++r) {
-        int64_t i = order[r];
+        const int64_t i = order[r];
         if (i < 0 || static_cast<size_t>(i) >= n) return -1;
+        const size_t begin = spans[2 * i], end = spans[2 * i + 1];
+        if (static_cast<size_t>(limit - p) < end - begin + sizeof(kOpen) + sizeof(kScore) + kMaxDouble + 4) {
+            return -1;
+        }
         if (r > 0) *p++ = ',';
         std::memcpy(p, kOpen, sizeof(kOpen) - 1);
         p += sizeof(kOpen) - 1;
-        size_t begin = spans[2 * i], end = spans[2 * i + 1];
-        std::memcpy(p, ids_json + begin, end - begin);
+        std::memcpy(p, src + begin, end - begin);
         p += end - begin;
         std::memcpy(p, kScore, sizeof(kScore) - 1);
         p += sizeof(kScore) - 1;
@@ -68,6 +71,15 @@ extern "C" ptrdiff_t mab_encode_ranked(const char *ids_json, size_t ids_json_len
         if (p == nullptr) return -1;
         *p++ = '}';
     }
+    if (p >= limit) return -1;
     *p++ = ']';
     return p - out;
+}
+
+extern "C" ptrdiff_t mab_encode_ranked(const char *ids_json, size_t ids_json_len, size_t n,
+                                       const double *scores, const int64_t *order, size_t k,
+                                       size_t *spans, char *out, size_t out_cap) {
+    if (k > n || out_cap < mab_encode_ranked_bound(ids_json_len, k)) return -1;
+    if (!find_spans(ids_json, ids_json_len, n, spans)) return -1;
+    return mab_encode_ranked_spans(ids_json, spans, n, scores, order, k, out, out_cap);
 }

@@ -10,7 +10,7 @@ extern "C" {
 #endif
 
 // Bump with any change of the C interface; the Python wrapper refuses a stale build.
-#define MAB_CODEC_VERSION 1
+#define MAB_CODEC_VERSION 2
 int mab_codec_version(void);
 
 // Upper bound of the bytes mab_encode_ranked writes for these inputs.
@@ -24,6 +24,14 @@ size_t mab_encode_ranked_bound(size_t ids_json_len, size_t k);
 ptrdiff_t mab_encode_ranked(const char *ids_json, size_t ids_json_len, size_t n,
                             const double *scores, const int64_t *order, size_t k,
                             size_t *spans, char *out, size_t out_cap);
+
+// Like mab_encode_ranked, with the id literals (quotes included, valid JSON strings)
+// given as spans into `src`: src[spans[2i], spans[2i+1]) is id i. No bound check of
+// its own: `out` needs mab_encode_ranked_bound(src_len, k) bytes, where src_len
+// covers every span.
+ptrdiff_t mab_encode_ranked_spans(const char *src, const size_t *spans, size_t n,
+                                  const double *scores, const int64_t *order, size_t k, char *out,
+                                  size_t out_cap);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,14 @@
-"""Typed wrapper of the native response encoder: the only code touching `_codec.lib`."""
+"""Typed wrapper of the native HTTP body codec: the only code touching `_codec.lib`.
+
+- `parse_predict`: the fast path for /predict bodies; ids stay spans into the body.
+- `IdIndex`: the catalog's id -> row hash index that looks such spans up.
+- `RankedEncoder`: writes the ranked `[{"id", "score"}, ...]` array.
+"""
 
 from __future__ import annotations
 
+import secrets
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -10,9 +17,81 @@ import orjson
 
 from mab.native._codec import ffi, lib
 
-_VERSION = 1  # must match MAB_CODEC_VERSION in codec.h
+_VERSION = 2  # must match MAB_CODEC_VERSION in codec.h
 if lib.mab_codec_version() != _VERSION:
     raise ImportError("stale build of mab.native._codec: run `pip install -e .` (or `make venv`)")
+
+Spans = npt.NDArray[np.uint64]  # 2 per id: [begin, end) of its literal, quotes included
+Rows = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class FastRequest:
+    """A /predict body in its common shape, parsed without a Python object per id."""
+
+    body: bytes
+    spans: Spans
+    user_id: bytes | None  # the JSON literal, quotes included
+    top_k: int | None
+    seed: int | None
+
+    def __len__(self) -> int:
+        return len(self.spans) // 2
+
+
+def parse_predict(body: bytes, max_items: int) -> FastRequest | None:
+    """The request, or None when the body needs the general parser: invalid JSON,
+    schema errors, escapes or non-ASCII in ids, duplicate keys, too many ids."""
+    # Every id takes at least 3 bytes ("" and a comma): a bound without a first pass.
+    capacity = 2 * min(max_items, len(body) // 3 + 1)
+    spans = np.empty(capacity, dtype=np.uint64)
+    out = ffi.new("mab_predict_request *")
+    if lib.mab_parse_predict(
+        body, len(body), max_items, ffi.from_buffer("size_t[]", spans), capacity, out
+    ):
+        return None
+    user_from, user_to = out.user_id
+    return FastRequest(
+        body=body,
+        spans=spans[: 2 * out.n_items],
+        user_id=body[user_from:user_to] if user_from >= 0 else None,
+        top_k=out.top_k if out.top_k >= 0 else None,
+        seed=out.seed if out.has_seed else None,
+    )
+
+
+class IdIndex:
+    """id -> row of a catalog, in native memory; built once, before the fork.
+
+    Unknown ids map to row `len(ids)`. Seeded per process, so clients cannot aim
+    ids at one probe chain.
+    """
+
+    def __init__(self, ids: list[str]) -> None:
+        encoded = [arm.encode() for arm in ids]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.uint64)
+        np.cumsum([len(arm) for arm in encoded], out=offsets[1:])
+        blob = b"".join(encoded)
+        handle = lib.mab_index_new(
+            blob, ffi.from_buffer("size_t[]", offsets), len(encoded), secrets.randbits(64)
+        )
+        if handle == ffi.NULL:
+            raise ValueError("cannot index the catalog: an id repeats, or out of memory")
+        self._handle: Any = ffi.gc(handle, lib.mab_index_free)
+        self.size = len(encoded)
+
+    def lookup(self, body: bytes, spans: Spans) -> tuple[Rows, int]:
+        """Rows of the ids at `spans` in `body`, and how many were unknown."""
+        count = len(spans) // 2
+        rows = np.empty(count, dtype=np.int64)
+        unknown = lib.mab_index_lookup(
+            self._handle,
+            body,
+            ffi.from_buffer("size_t[]", spans),
+            count,
+            ffi.from_buffer("int64_t[]", rows),
+        )
+        return rows, int(unknown)
 
 
 class RankedEncoder:
@@ -27,6 +106,11 @@ class RankedEncoder:
         self._spans: Any = ffi.new("size_t[]", 2)
         self._spans_cap = 1
 
+    def _room(self, source_len: int, k: int) -> None:
+        need = lib.mab_encode_ranked_bound(source_len, k)
+        if need > self._out_cap:
+            self._out, self._out_cap = ffi.new("char[]", need), need
+
     def encode(
         self,
         ids: list[str],
@@ -38,9 +122,7 @@ class RankedEncoder:
         if len(scores) != n:
             raise ValueError(f"{n} ids but {len(scores)} scores")
         ids_json = orjson.dumps(ids)  # escapes every id once, in C
-        need = lib.mab_encode_ranked_bound(len(ids_json), k)
-        if need > self._out_cap:
-            self._out, self._out_cap = ffi.new("char[]", need), need
+        self._room(len(ids_json), k)
         if n > self._spans_cap:
             self._spans, self._spans_cap = ffi.new("size_t[]", 2 * n), n
         scores = np.ascontiguousarray(scores, dtype=np.float64)
@@ -58,4 +140,34 @@ class RankedEncoder:
         )
         if written < 0:
             raise ValueError("ids must be strings and order entries in range")
-        return ffi.buffer(self._out, written)[:]
+        encoded: bytes = ffi.buffer(self._out, written)[:]
+        return encoded
+
+    def encode_spans(
+        self,
+        source: bytes,
+        spans: Spans,
+        scores: npt.NDArray[np.float64],
+        order: npt.NDArray[np.intp],
+    ) -> bytes:
+        """Like `encode`, with the ids as JSON literals at `spans` in `source`."""
+        n, k = len(spans) // 2, len(order)
+        if len(scores) != n:
+            raise ValueError(f"{n} ids but {len(scores)} scores")
+        self._room(len(source), k)
+        scores = np.ascontiguousarray(scores, dtype=np.float64)
+        order64 = np.ascontiguousarray(order, dtype=np.int64)
+        written = lib.mab_encode_ranked_spans(
+            source,
+            ffi.from_buffer("size_t[]", spans),
+            n,
+            ffi.from_buffer("double[]", scores),
+            ffi.from_buffer("int64_t[]", order64),
+            k,
+            self._out,
+            self._out_cap,
+        )
+        if written < 0:
+            raise ValueError("order entries must be in range")
+        encoded: bytes = ffi.buffer(self._out, written)[:]
+        return encoded

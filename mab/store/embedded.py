@@ -8,6 +8,8 @@ from itertools import repeat
 import numpy as np
 
 from mab.catalog import Catalog
+from mab.native.codec import IdIndex
+from mab.request import ItemIds
 from mab.store.base import Features, StoreHealth
 
 
@@ -20,6 +22,8 @@ class EmbeddedStore:
         self._unknown_row = len(catalog)
         self._successes = catalog.successes
         self._failures = catalog.failures
+        # Built here, in the parent: the workers share it copy-on-write.
+        self._index = IdIndex(catalog.ids)
 
     async def start(self) -> None:
         pass
@@ -28,6 +32,9 @@ class EmbeddedStore:
         pass
 
     async def fetch(self, ids: Sequence[str]) -> Features:
+        if isinstance(ids, ItemIds) and ids.spans is not None:
+            rows, unknown = self._index.lookup(ids.body, ids.spans)
+            return Features(self._successes[rows], self._failures[rows], unknown)
         unknown_row = self._unknown_row
         # map() with two iterables keeps the loop in C: 18 us for 400 ids vs 22 for a listcomp.
         rows = np.fromiter(map(self._get, ids, repeat(unknown_row)), dtype=np.intp, count=len(ids))

@@ -1,0 +1,362 @@
+// See request.h. The parser is deliberately narrow: whatever it is not sure of, it
+// hands back (return 1) to the general Python parser, so it can never disagree with
+// it; it only has to be right about what it accepts.
+#include "request.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <vector>
+
+namespace {
+
+// ---------------------------------------------------------------- parser
+
+constexpr int kMaxDepth = 32;
+
+struct Parser {
+    const char *begin;
+    const char *p;
+    const char *end;
+
+    bool at_end() const { return p >= end; }
+
+    void skip_ws() {
+        while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) ++p;
+    }
+
+    bool eat(char c) {
+        if (p < end && *p == c) {
+            ++p;
+            return true;
+        }
+        return false;
+    }
+
+    bool eat_word(const char *word, size_t n) {
+        if (static_cast<size_t>(end - p) < n || std::memcmp(p, word, n) != 0) return false;
+        p += n;
+        return true;
+    }
+
+    // A string of printable ASCII without escapes, p at its opening quote; on
+    // success [*from, *to) spans it, quotes included.
+    bool plain_string(size_t *from, size_t *to) {
+        if (!eat('"')) return false;
+        const char *start = p - 1;
+        for (;;) {
+            if (p >= end) return false;
+            const unsigned char c = static_cast<unsigned char>(*p);
+            if (c == '"') break;
+            if (c == '\\' || c < 0x20 || c >= 0x80) return false;
+            ++p;
+        }
+        ++p;
+        *from = static_cast<size_t>(start - begin);
+        *to = static_cast<size_t>(p - begin);
+        return true;
+    }
+
+    // Any JSON string with the simple escapes (no \u, no non-ASCII: those go to
+    // the general parser, which knows about surrogates and UTF-8).
+    bool any_string() {
+        if (!eat('"')) return false;
+        for (;;) {
+            if (p >= end) return false;
+            const unsigned char c = static_cast<unsigned char>(*p++);
+            if (c == '"') return true;
+            if (c < 0x20 || c >= 0x80) return false;
+            if (c == '\\') {
+                if (p >= end || std::strchr("\"\\/bfnrt", *p) == nullptr || *p == '\0') return false;
+                ++p;
+            }
+        }
+    }
+
+    // -?(0|[1-9][0-9]{0,17})(.[0-9]{1,17})?: plain numbers only (no exponents, no
+    // huge values: their handling differs between parsers).
+    bool number() {
+        eat('-');
+        const char *digits = p;
+        if (eat('0')) {
+        } else {
+            while (p < end && *p >= '0' && *p <= '9') ++p;
+            if (p == digits || p - digits > 18) return false;
+        }
+        if (eat('.')) {
+            const char *fraction = p;
+            while (p < end && *p >= '0' && *p <= '9') ++p;
+            if (p == fraction || p - fraction > 17) return false;
+        }
+        return p >= end || (*p != 'e' && *p != 'E' && !(*p >= '0' && *p <= '9'));
+    }
+
+    // An unsigned integer below 2^64 written without sign, fraction or exponent.
+    bool unsigned_integer(uint64_t *value) {
+        const char *digits = p;
+        uint64_t v = 0;
+        while (p < end && *p >= '0' && *p <= '9') {
+            const uint64_t digit = static_cast<uint64_t>(*p - '0');
+            if (v > (UINT64_MAX - digit) / 10) return false;
+            v = v * 10 + digit;
+            ++p;
+        }
+        if (p == digits || (*digits == '0' && p - digits > 1)) return false;
+        if (p < end && (*p == '.' || *p == 'e' || *p == 'E')) return false;
+        *value = v;
+        return true;
+    }
+
+    bool value(int depth) {
+        if (depth > kMaxDepth || p >= end) return false;
+        switch (*p) {
+            case '"':
+                return any_string();
+            case '{': {
+                ++p;
+                skip_ws();
+                if (eat('}')) return true;
+                for (;;) {
+                    skip_ws();
+                    if (!any_string()) return false;
+                    skip_ws();
+                    if (!eat(':')) return false;
+                    skip_ws();
+                    if (!value(depth + 1)) return false;
+                    skip_ws();
+                    if (eat('}')) return true;
+                    if (!eat(',')) return false;
+                }
+            }
+            case '[': {
+                ++p;
+                skip_ws();
+                if (eat(']')) return true;
+                for (;;) {
+                    skip_ws();
+                    if (!value(depth + 1)) return false;
+                    skip_ws();
+                    if (eat(']')) return true;
+                    if (!eat(',')) return false;
+                }
+            }
+            case 't':
+                return eat_word("true", 4);
+            case 'f':
+                return eat_word("false", 5);
+            case 'n':
+                return eat_word("null", 4);
+            default:
+                return number();
+        }
+    }
+};
+
+enum Member { kItems, kUserId, kTopK, kSeed, kOther };
+
+Member member_of(const char *key, size_t n) {
+    // key includes its quotes
+    if (n == 7 && std::memcmp(key, "\"items\"", 7) == 0) return kItems;
+    if (n == 9 && std::memcmp(key, "\"user_id\"", 9) == 0) return kUserId;
+    if (n == 7 && std::memcmp(key, "\"top_k\"", 7) == 0) return kTopK;
+    if (n == 6 && std::memcmp(key, "\"seed\"", 6) == 0) return kSeed;
+    return kOther;
+}
+
+bool parse_items(Parser &in, size_t max_items, size_t *spans, size_t spans_cap, size_t *count) {
+    if (!in.eat('[')) return false;
+    size_t n = 0;
+    in.skip_ws();
+    if (in.eat(']')) return false;  // empty: the general parser words the error
+    for (;;) {
+        in.skip_ws();
+        if (n >= max_items || 2 * n + 2 > spans_cap) return false;
+        if (!in.plain_string(&spans[2 * n], &spans[2 * n + 1])) return false;
+        ++n;
+        in.skip_ws();
+        if (in.eat(']')) break;
+        if (!in.eat(',')) return false;
+    }
+    *count = n;
+    return true;
+}
+
+int parse(const char *body, size_t len, size_t max_items, size_t *spans, size_t spans_cap,
+          mab_predict_request *out) {
+    Parser in{body, body, body + len};
+    out->n_items = 0;
+    out->user_id[0] = out->user_id[1] = -1;
+    out->top_k = -1;
+    out->seed = 0;
+    out->has_seed = 0;
+    bool seen[4] = {false, false, false, false};
+    in.skip_ws();
+    if (!in.eat('{')) return 1;
+    in.skip_ws();
+    if (in.eat('}')) return 1;  // no items
+    for (;;) {
+        in.skip_ws();
+        size_t key_from, key_to;
+        const char *key = in.p;
+        if (!in.plain_string(&key_from, &key_to)) {
+            // A key with escapes may still be "items": not for the fast path.
+            return 1;
+        }
+        const Member member = member_of(key, key_to - key_from);
+        if (member != kOther) {
+            if (seen[member]) return 1;  // duplicate keys: the last one would win
+            seen[member] = true;
+        }
+        in.skip_ws();
+        if (!in.eat(':')) return 1;
+        in.skip_ws();
+        switch (member) {
+            case kItems:
+                if (!parse_items(in, max_items, spans, spans_cap, &out->n_items)) return 1;
+                break;
+            case kUserId:
+                if (!in.eat_word("null", 4)) {
+                    size_t from, to;
+                    if (!in.plain_string(&from, &to)) return 1;
+                    out->user_id[0] = static_cast<ptrdiff_t>(from);
+                    out->user_id[1] = static_cast<ptrdiff_t>(to);
+                }
+                break;
+            case kTopK:
+                if (!in.eat_word("null", 4)) {
+                    uint64_t k;
+                    if (!in.unsigned_integer(&k) || k < 1 || k > (uint64_t(1) << 62)) return 1;
+                    out->top_k = static_cast<int64_t>(k);
+                }
+                break;
+            case kSeed:
+                if (!in.eat_word("null", 4)) {
+                    if (!in.unsigned_integer(&out->seed)) return 1;
+                    out->has_seed = 1;
+                }
+                break;
+            case kOther:
+                if (!in.value(1)) return 1;
+                break;
+        }
+        in.skip_ws();
+        if (in.eat('}')) break;
+        if (!in.eat(',')) return 1;
+    }
+    in.skip_ws();
+    if (!in.at_end()) return 1;
+    return seen[kItems] ? 0 : 1;
+}
+
+// ---------------------------------------------------------------- index
+
+inline uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+// A fast hash of short byte strings, 8 bytes a step, keyed by a per-process seed
+// so a client cannot aim ids at one probe chain.
+inline uint64_t hash_bytes(const char *s, size_t n, uint64_t seed) {
+    uint64_t h = seed ^ (n * 0x9e3779b97f4a7c15ULL);
+    while (n >= 8) {
+        uint64_t word;
+        std::memcpy(&word, s, 8);
+        h = (h ^ word) * 0x9fb21c651e98df25ULL;
+        h ^= h >> 29;
+        s += 8;
+        n -= 8;
+    }
+    if (n > 0) {
+        uint64_t word = 0;
+        std::memcpy(&word, s, n);
+        h = (h ^ word) * 0x9fb21c651e98df25ULL;
+    }
+    return mix64(h);
+}
+
+}  // namespace
+
+// Open addressing with linear probing at a load of at most 1/2. A slot holds its
+// id's hash (to skip most byte comparisons) and row + 1 (0 = empty).
+struct mab_index {
+    uint64_t seed;
+    size_t n;
+    size_t mask;
+    std::vector<uint64_t> hashes;
+    std::vector<uint32_t> rows;
+    std::vector<char> blob;
+    std::vector<size_t> offsets;
+};
+
+extern "C" int mab_parse_predict(const char *body, size_t len, size_t max_items, size_t *spans,
+                                 size_t spans_cap, mab_predict_request *out) {
+    return parse(body, len, max_items, spans, spans_cap, out);
+}
+
+extern "C" mab_index *mab_index_new(const char *blob, const size_t *offsets, size_t n,
+                                    uint64_t seed) {
+    if (n >= UINT32_MAX) return nullptr;
+    mab_index *index = new (std::nothrow) mab_index;
+    if (index == nullptr) return nullptr;
+    try {
+        size_t capacity = 16;
+        while (capacity < 2 * n) capacity *= 2;
+        index->seed = seed;
+        index->n = n;
+        index->mask = capacity - 1;
+        index->hashes.assign(capacity, 0);
+        index->rows.assign(capacity, 0);
+        index->blob.assign(blob, blob + offsets[n]);
+        index->offsets.assign(offsets, offsets + n + 1);
+    } catch (const std::bad_alloc &) {
+        delete index;
+        return nullptr;
+    }
+    for (size_t r = 0; r < n; ++r) {
+        const char *id = blob + offsets[r];
+        const size_t id_len = offsets[r + 1] - offsets[r];
+        const uint64_t h = hash_bytes(id, id_len, seed);
+        size_t slot = h & index->mask;
+        while (index->rows[slot] != 0) {
+            const size_t other = index->rows[slot] - 1;
+            if (index->hashes[slot] == h && offsets[other + 1] - offsets[other] == id_len &&
+                std::memcmp(blob + offsets[other], id, id_len) == 0) {
+                mab_index_free(index);  // a repeated id
+                return nullptr;
+            }
+            slot = (slot + 1) & index->mask;
+        }
+        index->hashes[slot] = h;
+        index->rows[slot] = static_cast<uint32_t>(r + 1);
+    }
+    return index;
+}
+
+extern "C" void mab_index_free(mab_index *index) { delete index; }
+
+extern "C" size_t mab_index_lookup(const mab_index *index, const char *src, const size_t *spans,
+                                   size_t count, int64_t *rows) {
+    size_t unknown = 0;
+    const char *blob = index->blob.data();
+    const size_t *offsets = index->offsets.data();
+    for (size_t i = 0; i < count; ++i) {
+        const char *id = src + spans[2 * i] + 1;  // inside the quotes
+        const size_t id_len = spans[2 * i + 1] - spans[2 * i] - 2;
+        const uint64_t h = hash_bytes(id, id_len, index->seed);
+        size_t slot = h & index->mask;
+        int64_t row = static_cast<int64_t>(index->n);
+        for (uint32_t stored; (stored = index->rows[slot]) != 0; slot = (slot + 1) & index->mask) {
+            const size_t r = stored - 1;
+            if (index->hashes[slot] == h && offsets[r + 1] - offsets[r] == id_len &&
+                std::memcmp(blob + offsets[r], id, id_len) == 0) {
+                row = static_cast<int64_t>(r);
+                break;
+            }
+        }
+        rows[i] = row;
+        unknown += row == static_cast<int64_t>(index->n);
+    }
+    return unknown;
+}

@@ -1,0 +1,189 @@
+"""The native /predict fast path agrees with the general parser on every body it takes."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from mab.errors import HTTPError
+from mab.native.codec import IdIndex, parse_predict
+from mab.request import PredictRequest, parse_general, parse_request
+
+
+def general(body: bytes, max_items: int = 50) -> PredictRequest | type[HTTPError]:
+    try:
+        return parse_general(body, max_items)
+    except HTTPError as exc:
+        return type(exc)
+
+
+def assert_same(fast: PredictRequest, slow: PredictRequest) -> None:
+    assert fast.items.spans is not None and slow.items.spans is None
+    assert list(fast.items) == list(slow.items)
+    assert json.loads(fast.user_id_json) == json.loads(slow.user_id_json)
+    assert (fast.top_k, fast.seed) == (slow.top_k, slow.seed)
+
+
+FAST_BODIES = [
+    b'{"items": ["a", "b"]}',
+    b'{"items":["a"],"user_id":"u","top_k":1,"seed":0}',
+    b' \n\t{ "items" : [ "x" , "y" ] , "user_id" : null , "top_k" : null , "seed" : null } \r\n',
+    b'{"seed": 18446744073709551615, "items": ["a"]}',
+    b'{"items": ["a"], "extra": {"nested": [1, -2.5, true, false, null, "s\\"\\\\\\n"]}, "e": []}',
+    b'{"items": ["", " ", "~!@#$%^&*()"], "top_k": 99999}',
+]
+
+
+@pytest.mark.parametrize("body", FAST_BODIES)
+def test_common_bodies_take_the_fast_path(body: bytes) -> None:
+    """Plain bodies are parsed natively, to exactly what the general parser reads."""
+    assert parse_predict(body, 50) is not None
+    fast, slow = parse_request(body, 50), general(body)
+    assert isinstance(slow, PredictRequest)
+    assert_same(fast, slow)
+
+
+SLOW_BODIES = [
+    b'{"items": ["caf\xc3\xa9"]}',  # non-ASCII id
+    b'{"items": ["a\\u0062"]}',  # escaped id
+    b'{"items": ["a\\"b"]}',
+    b'{"it\\u0065ms": ["a"]}',  # escaped key
+    b'{"items": ["a"], "items": ["b"]}',  # duplicate key: the last one wins
+    b'{"items": ["a"], "n": 1e400}',
+    b'{"items": ["a"], "n": 12345678901234567890123}',
+    b'{"items": ["a"], "top_k": 2.0}',
+    b'{"items": ["a"], "seed": -0}',  # orjson reads 0
+    b'{"items": ["a"], "x": "\\ud800"}',
+]
+
+
+@pytest.mark.parametrize("body", SLOW_BODIES)
+def test_unusual_bodies_fall_back(body: bytes) -> None:
+    """Escapes, non-ASCII, duplicate keys, big numbers: the general parser decides."""
+    assert parse_predict(body, 50) is None
+    fast, slow = general(body), general(body)
+    assert type(fast) is type(slow)
+
+
+ERROR_BODIES = [
+    b"",
+    b"{",
+    b"[]",
+    b'{"items": []}',
+    b'{"items": "a"}',
+    b'{"items": ["a", 1]}',
+    b'{"items": ["a"]',
+    b'{"items": ["a"]} {}',
+    b'{"items": ["a"],}',
+    b'{"items": ["a",]}',
+    b'{"items": ["a"], "top_k": 0}',
+    b'{"items": ["a"], "top_k": -1}',
+    b'{"items": ["a"], "top_k": 01}',
+    b'{"items": ["a"], "seed": 18446744073709551616}',
+    b'{"items": ["a"], "user_id": 3}',
+    b'{"items": ["a\x01"]}',
+    b'{"items": ["a"], "x": tru}',
+    b'{"items": ["a"], "x": [1 2]}',
+    b'{"items": ["a"], "x": 01}',
+    b'{"items": ["a"], "x": -}',
+    b'{"items": ["a"], "x": 1.}',
+    b'{"items": ["a"], "x": NaN}',
+    b'{"user_id": "u"}',
+    json.dumps({"items": ["a"] * 51}).encode(),  # over max_items
+]
+
+
+@pytest.mark.parametrize("body", ERROR_BODIES)
+def test_invalid_bodies_never_take_the_fast_path(body: bytes) -> None:
+    """Every body the general parser rejects is left to it, so errors keep their words."""
+    assert parse_predict(body, 50) is None
+    assert not isinstance(general(body), PredictRequest)
+
+
+def _random_value(rnd: random.Random, depth: int = 0) -> object:
+    kind = rnd.choice("snbfol" if depth < 3 else "snbf")
+    if kind == "s":
+        return "".join(rnd.choice('ab "\\\n\x01é/') for _ in range(rnd.randint(0, 4)))
+    if kind == "n":
+        return rnd.choice([0, -1, 7, 2**63, 2**64, 2**70, 1.5, -0.25, 1e300, 3.0])
+    if kind == "b":
+        return rnd.choice([True, False, None])
+    if kind == "o":
+        return {_random_key(rnd): _random_value(rnd, depth + 1) for _ in range(rnd.randint(0, 3))}
+    return [_random_value(rnd, depth + 1) for _ in range(rnd.randint(0, 3))]
+
+
+def _random_key(rnd: random.Random) -> str:
+    return rnd.choice(["items", "user_id", "top_k", "seed", "other", "x\\y", "ítems"])
+
+
+def _random_body(rnd: random.Random) -> bytes:
+    members: list[tuple[str, object]] = []
+    if rnd.random() < 0.7:
+        plain = [f"item_{rnd.randint(0, 99)}" for _ in range(rnd.randint(1, 5))]
+        members.append(("items", plain))
+    for _ in range(rnd.randint(0, 4)):
+        key = _random_key(rnd)
+        if key == "items" and rnd.random() < 0.8:
+            value: object = [
+                rnd.choice(["a", "b", "item_1", "", "é", 'q"', 5]) for _ in range(rnd.randint(0, 6))
+            ]
+        elif key in ("top_k", "seed") and rnd.random() < 0.7:
+            value = rnd.choice([None, 0, 1, 5, -1, 2**64 - 1, 2**64, 2.0, "3"])
+        else:
+            value = _random_value(rnd)
+        members.append((key, value))
+    text = "{" + ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in members) + "}"
+    if rnd.random() < 0.1:  # corrupt it
+        cut = rnd.randint(0, len(text))
+        text = text[:cut] + rnd.choice(["", ",", "}", "]", '"', " x"]) + text[cut + 1 :]
+    if rnd.random() < 0.3:
+        text = text.replace(",", " ,\n ")
+    return text.encode()
+
+
+def test_random_bodies_agree() -> None:
+    """20,000 random bodies: the fast path either passes or reads what orjson reads."""
+    rnd = random.Random(2026)
+    fast_count = 0
+    for _ in range(20_000):
+        body = _random_body(rnd)
+        slow = general(body, max_items=5)
+        if parse_predict(body, 5) is None:
+            continue
+        fast_count += 1
+        assert isinstance(slow, PredictRequest), body
+        assert_same(parse_request(body, 5), slow)
+    assert fast_count > 2000  # the generator does reach the fast path
+
+
+def test_index_finds_every_catalog_id() -> None:
+    """The native index maps each id to its row and anything else to the unknown row."""
+    ids = [f"item_{i:07d}" for i in range(5000)] + ["", "x", "a much longer id than the rest"]
+    index = IdIndex(ids)
+    wanted = [*ids, "item_9999999", "item_000000", "X"]
+    body = json.dumps({"items": wanted}).encode()
+    fast = parse_predict(body, len(wanted))
+    assert fast is not None
+    rows, unknown = index.lookup(body, fast.spans)
+    assert rows.tolist() == [*range(len(ids)), len(ids), len(ids), len(ids)]
+    assert unknown == 3
+
+
+def test_index_rejects_repeated_ids() -> None:
+    """A catalog cannot hold one id twice."""
+    with pytest.raises(ValueError, match="repeats"):
+        IdIndex(["a", "b", "a"])
+
+
+def test_items_read_as_strings() -> None:
+    """Fast-path ids read as a sequence of str for stores that need strings."""
+    request = parse_request(b'{"items": ["a", "bc", "d"]}', 10)
+    assert request.items.spans is not None
+    assert len(request.items) == 3
+    assert request.items[1] == "bc" and request.items[1:] == ["bc", "d"]
+    assert list(request.items) == ["a", "bc", "d"]
+    assert np.array_equal(request.items.spans, [11, 14, 16, 20, 22, 25])

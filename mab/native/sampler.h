@@ -2,8 +2,8 @@
 //
 // Beta(a, b) = X / (X + Y) with X ~ Gamma(a), Y ~ Gamma(b): Marsaglia-Tsang for
 // shape >= 1, the U^(1/a) boost for shape < 1 (in log space, so tiny shapes do not
-// underflow to 0/0). Uniforms and normals come from xoshiro256++ (53-bit doubles)
-// and a 256-layer ziggurat.
+// underflow to 0/0). Uniforms and normals come from xoshiro256++ (52-bit
+// mantissas) and a 256-layer ziggurat.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -12,19 +12,24 @@
 extern "C" {
 #endif
 
-// Bump with any change of the C interface; the Python wrapper refuses a stale build.
-#define MAB_SAMPLER_VERSION 2
+// Bump with any change of the C interface or of the draws a seed gives; the
+// Python wrapper refuses a stale build.
+#define MAB_SAMPLER_VERSION 3
 int mab_sampler_version(void);
 
-// One PRNG stream: four interleaved xoshiro256++ generators, so the CPU (and SIMD
-// lanes) can run them in parallel, read through a buffer of their output words.
-// Not thread-safe: one per thread.
-#define MAB_RNG_LANES 4
-#define MAB_RNG_BUFFER 256
+// One PRNG stream. Not thread-safe: one per thread. Item k of the stream takes
+// four words (X's normal and uniform, Y's normal and uniform) from MAB_RNG_LANES
+// interleaved xoshiro256++ generators, run in SIMD lanes: one step of all lanes
+// gives one of those words for a group of MAB_RNG_LANES items. The few draws
+// that need more words (rejections, shapes < 1) read a separate xoshiro256++
+// stream, in item order. So the draws do not depend on how the items are split
+// into calls: a group a call leaves partly unused is held for the next call.
+#define MAB_RNG_LANES 8
 typedef struct {
-    uint64_t s[4][MAB_RNG_LANES];  // s[word][lane]
-    uint64_t buffer[MAB_RNG_BUFFER];
-    uint32_t next;  // index of the next unread word in buffer
+    uint64_t s[4][MAB_RNG_LANES];     // the lanes' states: s[word][lane]
+    uint64_t fix[4];                  // the state of the stream for the rare paths
+    uint64_t held[4][MAB_RNG_LANES];  // the words of the last group: held[role][lane]
+    uint32_t held_used;               // its items already drawn (MAB_RNG_LANES: none left)
 } mab_rng;
 
 // Seeds the stream from one 64-bit seed (expanded with splitmix64).
@@ -47,7 +52,8 @@ void mab_beta_sample(mab_rng *rng, const double *a, size_t a_stride, const doubl
 void mab_beta_sample_keyed(uint64_t seed, uint64_t first, const double *a, size_t a_stride,
                            const double *b, size_t b_stride, size_t n, double *out);
 
-// Which code path runs on this CPU: "avx2" or "portable" (for logs and benchmarks).
+// Which code path runs on this CPU: "avx512", "avx2" or "portable" (for logs and
+// benchmarks). All give the same draws.
 const char *mab_sampler_isa(void);
 
 #ifdef __cplusplus

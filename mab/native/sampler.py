@@ -18,12 +18,12 @@ from mab.native._sampler import ffi, lib
 FloatArray = npt.NDArray[np.float64]
 ArrayLike = npt.ArrayLike
 
-_VERSION = 2  # must match MAB_SAMPLER_VERSION in sampler.h
+_VERSION = 3  # must match MAB_SAMPLER_VERSION in sampler.h
 if lib.mab_sampler_version() != _VERSION:
     raise ImportError("stale build of mab.native._sampler: run `pip install -e .` (or `make venv`)")
 
 MAX_SEED = 2**64 - 1
-ISA: str = ffi.string(lib.mab_sampler_isa()).decode()  # "avx2" or "portable"
+ISA: str = ffi.string(lib.mab_sampler_isa()).decode()  # "avx512", "avx2" or "portable"
 
 
 def _check_seed(seed: int) -> int:

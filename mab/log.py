@@ -1,10 +1,19 @@
-"""structlog, configured once: JSON lines (or a console view) on stdout."""
+"""structlog, configured once: JSON lines (or a console view) on stdout.
+
+structlog's BytesLogger flushes after every line: a write(2) per request, ~10% of
+a worker's time at 400 items. Lines logged on an event loop are instead gathered
+and written together at the end of the loop iteration, so a burst of requests
+costs one write(2). A line is at most one loop iteration (microseconds) late;
+lines logged outside a loop are written at once.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
-from typing import Any
+import threading
+from typing import Any, BinaryIO
 
 import orjson
 import structlog
@@ -14,6 +23,48 @@ from mab.config import Config
 
 def _orjson_dumps(event: Any, **_: Any) -> bytes:
     return orjson.dumps(event, default=str)
+
+
+class LoopBatchedLogger:
+    """A structlog logger of JSON bytes lines, flushed once per loop iteration."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._pending: list[bytes] = []
+        self._lock = threading.Lock()
+
+    def msg(self, message: bytes) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        with self._lock:
+            if loop is None:
+                self._stream.write(message + b"\n")
+                self._stream.flush()
+                return
+            self._pending.append(message)
+            if len(self._pending) == 1:
+                loop.call_soon(self.flush)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._pending:
+                self._pending.append(b"")
+                self._stream.write(b"\n".join(self._pending))
+                self._pending.clear()
+            self._stream.flush()
+
+
+_batched: LoopBatchedLogger | None = None
+
+
+def flush() -> None:
+    """Write out lines still waiting for their loop iteration to end."""
+    if _batched is not None:
+        _batched.flush()
 
 
 def configure(config: Config) -> None:
@@ -30,7 +81,13 @@ def configure(config: Config) -> None:
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(serializer=_orjson_dumps),
         ]
-        factory: Any = structlog.BytesLoggerFactory(sys.stdout.buffer)
+        global _batched
+        _batched = LoopBatchedLogger(sys.stdout.buffer)
+        logger = _batched
+
+        def factory(*_: Any) -> Any:
+            return logger
+
     else:
         processors = [*shared, structlog.dev.ConsoleRenderer(colors=False)]
         factory = structlog.PrintLoggerFactory(sys.stdout)

@@ -63,5 +63,8 @@ def run_worker(
     """The body of a forked child; returns its exit code."""
     _die_with_parent(parent)
     log.configure(config)
-    uvloop.run(_serve(config, sock, store, slot))
+    try:
+        uvloop.run(_serve(config, sock, store, slot))
+    finally:
+        log.flush()
     return 0

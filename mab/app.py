@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -93,7 +94,7 @@ async def _errors_and_logs(request: web.Request, handler: Handler) -> web.Stream
         response = error_response(InternalError("internal server error"))
     response.headers["X-Request-ID"] = request_id
     elapsed = time.perf_counter() - started
-    state.metrics.requests.labels(request.path, str(response.status)).inc()
+    state.metrics.request(request.path, response.status)
     prediction: Prediction | None = request.get(PREDICTION)
     if state.config.access_log:
         fields: dict[str, Any] = {}
@@ -121,7 +122,7 @@ async def _predict(request: web.Request) -> web.Response:
     state = request.app[STATE]
     config = state.config
     if state.inflight >= config.max_inflight:
-        state.metrics.shed.inc()
+        state.metrics.shed()
         raise Overloaded(f"{state.inflight} requests in progress in this worker, retry later")
     length = request.content_length
     if length is not None and length > config.max_body_bytes:
@@ -139,15 +140,12 @@ async def _predict(request: web.Request) -> web.Response:
         parsed = parse_request(body, config.max_items)
         prediction = await state.predictor.predict(parsed)
     except Overloaded:
-        state.metrics.shed.inc()
+        state.metrics.shed()
         raise
     finally:
         state.inflight -= 1
     request[PREDICTION] = prediction
-    state.metrics.latency.observe(time.perf_counter() - started)
-    state.metrics.predictions.inc(prediction.items)
-    if prediction.unknown:
-        state.metrics.unknown.inc(prediction.unknown)
+    state.metrics.prediction(time.perf_counter() - started, prediction.items, prediction.unknown)
     return web.Response(body=prediction.body, content_type="application/json")
 
 
@@ -170,17 +168,22 @@ async def _health(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    request.app[STATE].metrics.flush()  # this worker's counts up to now
     return web.Response(body=Metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    """Start the store and the sampler actors in this worker; stop them in reverse."""
+    """Start the store, the sampler actors and the metrics flush in this worker;
+    stop them in reverse."""
     state = app[STATE]
     await state.store.start()
     state.samplers.start()
+    flushing = asyncio.create_task(state.metrics.flush_every())
     try:
         yield
     finally:
+        flushing.cancel()
+        state.metrics.flush()
         state.samplers.close()
         await state.store.close()
 

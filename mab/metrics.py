@@ -8,12 +8,16 @@ the environment before prometheus_client is imported, so the supervisor calls
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
+from bisect import bisect_left
 from pathlib import Path
 from typing import Any
 
 _ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+FLUSH_S = 1.0
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -32,21 +36,76 @@ def mark_process_dead(pid: int) -> None:
 
 
 class Metrics:
-    """The metrics one worker updates; built after the fork."""
+    """The metrics one worker updates; built after the fork.
+
+    Updating a multiprocess value takes a lock, a pid check and an mmap write,
+    ~1-2 us, and a request made four such updates. Requests now add to plain
+    numbers, and `flush()` moves the sums into the shared values: every FLUSH_S
+    from a task of the worker, before it renders /metrics, and when it stops.
+    A worker killed outright loses at most its last FLUSH_S of counts.
+    """
 
     def __init__(self) -> None:
-        from prometheus_client import Counter, Gauge, Histogram
+        from prometheus_client import Counter, Histogram
 
-        self.requests = Counter("mab_requests", "HTTP requests served", ["path", "status"])
-        self.latency = Histogram(
+        self._requests_total = Counter("mab_requests", "HTTP requests served", ["path", "status"])
+        self._latency = Histogram(
             "mab_request_duration_seconds", "Time to answer /predict", buckets=LATENCY_BUCKETS
         )
-        self.predictions = Counter("mab_predictions", "Items scored")
-        self.unknown = Counter("mab_unknown_items", "Items not in the feature store")
-        self.shed = Counter("mab_shed", "Requests refused with 503 because of overload")
-        self.inflight = Gauge(
-            "mab_inflight_requests", "Requests in progress", multiprocess_mode="livesum"
-        )
+        self._predictions_total = Counter("mab_predictions", "Items scored")
+        self._unknown_total = Counter("mab_unknown_items", "Items not in the feature store")
+        self._shed_total = Counter("mab_shed", "Requests refused with 503 because of overload")
+        # The histogram's own bucket values (prometheus_client keeps them per bucket,
+        # not cumulative), so a flush adds a count per bucket instead of replaying
+        # every observation.
+        self._bucket_values: list[Any] = list(self._latency._buckets)
+        self._sum_value: Any = self._latency._sum
+        self._bounds = (*LATENCY_BUCKETS, math.inf)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._requests: dict[tuple[str, int], int] = {}
+        self._latency_counts = [0] * len(self._bounds)
+        self._latency_sum = 0.0
+        self._predictions = 0
+        self._unknown = 0
+        self._shed = 0
+
+    def request(self, path: str, status: int) -> None:
+        key = (path, status)
+        self._requests[key] = self._requests.get(key, 0) + 1
+
+    def prediction(self, seconds: float, items: int, unknown: int) -> None:
+        self._latency_counts[bisect_left(self._bounds, seconds)] += 1
+        self._latency_sum += seconds
+        self._predictions += items
+        self._unknown += unknown
+
+    def shed(self) -> None:
+        self._shed += 1
+
+    def flush(self) -> None:
+        for (path, status), count in self._requests.items():
+            self._requests_total.labels(path, str(status)).inc(count)
+        for value, count in zip(self._bucket_values, self._latency_counts, strict=True):
+            if count:
+                value.inc(count)
+        if self._latency_sum:
+            self._sum_value.inc(self._latency_sum)
+        for total, count in (
+            (self._predictions_total, self._predictions),
+            (self._unknown_total, self._unknown),
+            (self._shed_total, self._shed),
+        ):
+            if count:
+                total.inc(count)
+        self._reset()
+
+    async def flush_every(self, seconds: float = FLUSH_S) -> None:
+        """Flush until cancelled (the worker's lifetime)."""
+        while True:
+            await asyncio.sleep(seconds)
+            self.flush()
 
     @staticmethod
     def render() -> bytes:

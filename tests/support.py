@@ -59,6 +59,16 @@ class ServerProcess:
                 events.append(json.loads(line))
         return events
 
+    def wait_for_log(self, field: str, value: object, timeout: float = 2.0) -> list[dict[str, Any]]:
+        """The log events whose `field` is `value`, once there is at least one: lines
+        are written when the server's loop iteration ends, just after the response."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.log_events() if e.get(field) == value]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.01)
+
     def request(
         self,
         method: str,

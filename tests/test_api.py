@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import http.client
 import re
+import time
 
 import pytest
 
+from mab.metrics import FLUSH_S
 from tests.support import Response, ServerProcess
 
 KNOWN = [f"item_{i:07d}" for i in range(0, 78_000, 200)]  # 390 ids in the demo catalog
@@ -185,10 +187,14 @@ def _metric(text: str, name: str) -> float:
 
 
 def test_metrics_add_up_across_workers(server: ServerProcess) -> None:
-    """Counters in /metrics sum every worker's requests, whichever worker answers."""
+    """Counters in /metrics sum every worker's requests, whichever worker answers
+    (each worker moves its counts into the shared values every FLUSH_S)."""
+    settle = FLUSH_S + 0.3
+    time.sleep(settle)  # earlier tests' counts are in
     before = _metric(server.request("GET", "/metrics").body.decode(), "mab_predictions_total")
     for _ in range(10):  # new connections: both workers take some
         assert server.predict({"items": KNOWN[:7]}).status == 200
+    time.sleep(settle)
     text = server.request("GET", "/metrics").body.decode()
     assert _metric(text, "mab_predictions_total") - before == 70
     assert 'mab_requests_total{path="/predict",status="200"}' in text
@@ -198,7 +204,7 @@ def test_metrics_add_up_across_workers(server: ServerProcess) -> None:
 def test_one_log_line_per_request(server: ServerProcess) -> None:
     """Each /predict writes one JSON log line with its id, counts and stage timings."""
     server.predict({"items": [*KNOWN[:3], "zz"]}, headers={"X-Request-ID": "log-check-1"})
-    lines = [e for e in server.log_events() if e.get("request_id") == "log-check-1"]
+    lines = server.wait_for_log("request_id", "log-check-1")
     assert len(lines) == 1
     line = lines[0]
     assert line["event"] == "request" and line["status"] == 200

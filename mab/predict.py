@@ -5,11 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import numpy as np
-import numpy.typing as npt
-
 from mab.config import Config
-from mab.native.codec import RankedEncoder
+from mab.native.codec import RankedEncoder, Rows, rank
 from mab.request import PredictRequest
 from mab.sampling import SamplerPool
 from mab.store.base import FeatureStore, FloatArray
@@ -25,20 +22,11 @@ class Prediction:
     encode_s: float
 
 
-def rank(scores: FloatArray, top_k: int | None) -> npt.NDArray[np.intp]:
-    """Indices of the highest scores, best first, cut to `top_k`."""
-    n = len(scores)
-    if top_k is not None and top_k < n:
-        best = np.argpartition(-scores, top_k - 1)[:top_k]
-        return best[np.argsort(-scores[best], kind="stable")]
-    return np.argsort(-scores, kind="stable")
-
-
 def encode(
     encoder: RankedEncoder,
     request: PredictRequest,
     scores: FloatArray,
-    order: npt.NDArray[np.intp],
+    order: Rows,
     unknown: int,
 ) -> bytes:
     """The response body; the ranked items come from native code (3-4x orjson on dicts)."""

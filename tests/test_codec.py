@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from mab.native.codec import RankedEncoder
+from mab.native.codec import RankedEncoder, rank
 
 TRICKY_IDS = [
     "plain",
@@ -70,3 +70,16 @@ def test_bad_input_raises() -> None:
         encoder.encode(["a", "b"], np.array([0.5]), np.array([0]))
     with pytest.raises(ValueError, match="in range"):
         encoder.encode(["a", "b"], np.array([0.5, 0.2]), np.array([0, 2]))
+
+
+@pytest.mark.parametrize("n", [1, 7, 64, 400, 4000])
+@pytest.mark.parametrize("k", [None, 1, 3, "half"])
+def test_rank_matches_a_stable_argsort(n: int, k: int | str | None) -> None:
+    """The native rank is numpy's stable descending argsort, cut to k (ties in index order)."""
+    rng = np.random.default_rng(n)
+    scores = rng.random(n) ** 3
+    scores[::5] = scores[0]  # ties
+    top_k = (n // 2 or 1) if k == "half" else k
+    assert isinstance(top_k, int | None)
+    expected = np.argsort(-scores, kind="stable")[:top_k]
+    assert np.array_equal(rank(scores, top_k), expected)

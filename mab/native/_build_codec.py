@@ -26,6 +26,8 @@ ffibuilder.cdef(
                                       const double *scores, const int64_t *order, size_t k,
                                       char *out, size_t out_cap);
 
+    int mab_rank(const double *scores, size_t n, size_t k, int64_t *order);
+
     typedef struct {
         size_t n_items;
         ptrdiff_t user_id[2];

@@ -2,8 +2,11 @@
 // (std::to_chars), which is what Python's repr and orjson write too.
 #include "codec.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
+#include <new>
+#include <vector>
 
 namespace {
 
@@ -38,7 +41,73 @@ char *write_score(char *p, double score) {
     return end;
 }
 
+// A key whose unsigned order is the descending order of the double: the IEEE bits
+// made monotonic (flip all bits of negatives, the sign bit of the rest), inverted.
+inline uint64_t descending_key(double x) {
+    uint64_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    const uint64_t monotonic = (bits >> 63) ? ~bits : bits | 0x8000000000000000ULL;
+    return ~monotonic;
+}
+
+struct Keyed {
+    uint64_t key;
+    uint64_t index;
+    bool operator<(const Keyed &other) const {
+        return key < other.key || (key == other.key && index < other.index);
+    }
+};
+
+// LSD radix sort on 8-bit digits, stable, so equal keys keep index order. One
+// pass counts every digit; digits that are the same in every key (the sign and
+// most exponent bits of scores in (0, 1)) are skipped: ~5 passes instead of 8.
+void radix_sort(std::vector<Keyed> &items, std::vector<Keyed> &scratch) {
+    const size_t n = items.size();
+    scratch.resize(n);
+    size_t counts[8][256] = {};
+    for (const Keyed &item : items) {
+        for (int d = 0; d < 8; ++d) ++counts[d][(item.key >> (8 * d)) & 0xff];
+    }
+    for (int d = 0; d < 8; ++d) {
+        const int shift = 8 * d;
+        if (counts[d][(items[0].key >> shift) & 0xff] == n) continue;  // one digit value
+        size_t position = 0;
+        for (size_t &count : counts[d]) {
+            const size_t c = count;
+            count = position;
+            position += c;
+        }
+        for (const Keyed &item : items) scratch[counts[d][(item.key >> shift) & 0xff]++] = item;
+        items.swap(scratch);
+    }
+}
+
 }  // namespace
+
+extern "C" int mab_rank(const double *scores, size_t n, size_t k, int64_t *order) {
+    if (k > n) return -1;
+    thread_local std::vector<Keyed> items, scratch;
+    try {
+        items.resize(n);
+    } catch (const std::bad_alloc &) {
+        return -1;
+    }
+    for (size_t i = 0; i < n; ++i) items[i] = Keyed{descending_key(scores[i]), i};
+    if (k < n / 8) {  // a short top-k: select, then sort only those
+        std::nth_element(items.begin(), items.begin() + k, items.end());
+        std::sort(items.begin(), items.begin() + k);
+    } else if (n < 64) {
+        std::sort(items.begin(), items.end());
+    } else {
+        try {
+            radix_sort(items, scratch);
+        } catch (const std::bad_alloc &) {
+            return -1;
+        }
+    }
+    for (size_t r = 0; r < k; ++r) order[r] = static_cast<int64_t>(items[r].index);
+    return 0;
+}
 
 extern "C" int mab_codec_version(void) { return MAB_CODEC_VERSION; }
 

@@ -10,7 +10,7 @@ extern "C" {
 #endif
 
 // Bump with any change of the C interface; the Python wrapper refuses a stale build.
-#define MAB_CODEC_VERSION 2
+#define MAB_CODEC_VERSION 3
 int mab_codec_version(void);
 
 // Upper bound of the bytes mab_encode_ranked writes for these inputs.
@@ -32,6 +32,10 @@ ptrdiff_t mab_encode_ranked(const char *ids_json, size_t ids_json_len, size_t n,
 ptrdiff_t mab_encode_ranked_spans(const char *src, const size_t *spans, size_t n,
                                   const double *scores, const int64_t *order, size_t k, char *out,
                                   size_t out_cap);
+
+// order[0..k) = the indices of the k highest of scores[0..n), highest first; equal
+// scores in index order. Returns -1 when k > n or memory runs out.
+int mab_rank(const double *scores, size_t n, size_t k, int64_t *order);
 
 #ifdef __cplusplus
 }

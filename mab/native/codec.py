@@ -2,6 +2,7 @@
 
 - `parse_predict`: the fast path for /predict bodies; ids stay spans into the body.
 - `IdIndex`: the catalog's id -> row hash index that looks such spans up.
+- `rank`: the order of the best scores (radix sort, or selection for a short top-k).
 - `RankedEncoder`: writes the ranked `[{"id", "score"}, ...]` array.
 """
 
@@ -17,7 +18,7 @@ import orjson
 
 from mab.native._codec import ffi, lib
 
-_VERSION = 2  # must match MAB_CODEC_VERSION in codec.h
+_VERSION = 3  # must match MAB_CODEC_VERSION in codec.h
 if lib.mab_codec_version() != _VERSION:
     raise ImportError("stale build of mab.native._codec: run `pip install -e .` (or `make venv`)")
 
@@ -94,6 +95,17 @@ class IdIndex:
         return rows, int(unknown)
 
 
+def rank(scores: npt.NDArray[np.float64], top_k: int | None) -> Rows:
+    """Indices of the highest scores, best first, cut to `top_k`; ties in index order."""
+    n = len(scores)
+    k = n if top_k is None else min(top_k, n)
+    scores = np.ascontiguousarray(scores, dtype=np.float64)
+    order = np.empty(k, dtype=np.int64)
+    if lib.mab_rank(ffi.from_buffer("double[]", scores), n, k, ffi.from_buffer("int64_t[]", order)):
+        raise MemoryError("no memory to rank the scores")
+    return order
+
+
 class RankedEncoder:
     """Writes `[{"id": ..., "score": ...}, ...]` in rank order.
 
@@ -115,7 +127,7 @@ class RankedEncoder:
         self,
         ids: list[str],
         scores: npt.NDArray[np.float64],
-        order: npt.NDArray[np.intp],
+        order: Rows | npt.NDArray[np.intp],
     ) -> bytes:
         """`ids` and `scores` are aligned; `order` lists the indices to write, best first."""
         n, k = len(ids), len(order)
@@ -148,7 +160,7 @@ class RankedEncoder:
         source: bytes,
         spans: Spans,
         scores: npt.NDArray[np.float64],
-        order: npt.NDArray[np.intp],
+        order: Rows,
     ) -> bytes:
         """Like `encode`, with the ids as JSON literals at `spans` in `source`."""
         n, k = len(spans) // 2, len(order)

@@ -14,7 +14,7 @@ from pathlib import Path
 def write(out: Path, arms: int = 100_000, sizes: tuple[int, ...] = (400, 4000)) -> Path:
     """Write `arms.csv` and `req{N}.json` into `out` (once); return `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    marker = out / f".done-{arms}-{'-'.join(map(str, sizes))}"
+    marker = out / f".done-v2-{arms}-{'-'.join(map(str, sizes))}"
     if marker.exists():
         return out
     rnd = random.Random(42)
@@ -27,7 +27,9 @@ def write(out: Path, arms: int = 100_000, sizes: tuple[int, ...] = (400, 4000)) 
             successes = int(trials * ctr)
             handle.write(f"{arm},{successes},{trials - successes}\n")
     for n in sizes:
-        body = {"user_id": "user_1", "items": rnd.sample(ids, n)}
+        items = rnd.sample(ids, n)
+        rnd.shuffle(items)
+        body = {"user_id": "user_1", "items": items}
         (out / f"req{n}.json").write_text(json.dumps(body))
     marker.touch()
     return out

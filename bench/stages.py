@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Time each stage of /predict in-process (no HTTP), in microseconds per request.
+
+    python bench/stages.py [--repeat 5]
+
+Stages: parse (body -> request), fetch (embedded store: ids -> counts), sample
+(Beta draws, inline), rank (order of the scores), encode (response body). Uses the
+benchmark catalog and bodies of bench/catalog.py (100k arms; 400 and 4,000 ids).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import catalog  # noqa: E402  (bench/catalog.py, beside this script)
+
+from mab.catalog import load_csv  # noqa: E402
+from mab.native import BetaSampler  # noqa: E402
+from mab.native.codec import RankedEncoder, rank  # noqa: E402
+from mab.predict import encode  # noqa: E402
+from mab.request import parse_general, parse_request  # noqa: E402
+from mab.store.embedded import EmbeddedStore  # noqa: E402
+
+
+def per_call_us(fn: Callable[[], object], calls: int, repeat: int) -> float:
+    fn()
+    rounds = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        rounds.append((time.perf_counter() - started) / calls * 1e6)
+    return statistics.median(rounds)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--data", type=Path, default=HERE / "data")
+    args = ap.parse_args()
+    data = catalog.write(args.data)
+    store = EmbeddedStore(load_csv(data / "arms.csv"))
+    sampler, encoder = BetaSampler(seed=1), RankedEncoder()
+    loop = asyncio.new_event_loop()
+    print(
+        f"{'items':>5} {'parser':<8}{'parse':>8}{'fetch':>8}{'sample':>8}{'rank':>8}{'encode':>8}"
+        f"{'total':>8}   (us per request)"
+    )
+    for size in (400, 4000):
+        body = (data / f"req{size}.json").read_bytes()
+        calls = 2000 if size == 400 else 300
+        for name, parser in (("general", parse_general), ("fast", parse_request)):
+            request = parser(body, 10_000)
+            features = loop.run_until_complete(store.fetch(request.items))
+            alpha, beta = features.successes + 1.0, features.failures + 1.0
+            scores = sampler.sample(alpha, beta)
+            order = rank(scores, None)
+
+            def fetch(request: object = request) -> object:
+                coroutine = store.fetch(request.items)  # type: ignore[attr-defined]
+                try:
+                    coroutine.send(None)  # the embedded store never awaits
+                except StopIteration as done:
+                    return done.value
+                raise AssertionError("the embedded store awaited")
+
+            times = [
+                per_call_us(lambda p=parser, b=body: p(b, 10_000), calls, args.repeat),
+                per_call_us(fetch, calls, args.repeat),
+                per_call_us(lambda a=alpha, b=beta: sampler.sample(a, b), calls, args.repeat),
+                per_call_us(lambda s=scores: rank(s, None), calls, args.repeat),
+                per_call_us(
+                    lambda r=request, s=scores, o=order: encode(encoder, r, s, o, 0),
+                    calls,
+                    args.repeat,
+                ),
+            ]
+            cells = "".join(f"{t:>8.1f}" for t in times)
+            print(f"{size:>5} {name:<8}{cells}{sum(times):>8.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,17 +1,27 @@
-"""The aiohttp application of one worker: routes, error rendering, request logs."""
+"""The HTTP side of one worker: routes, error rendering, request logs.
+
+Built on aiohttp's low-level server (`web.Server`): one handler gets every request
+and dispatches on (path, method) itself. The web.Application router and middleware
+chain cost ~7.5 us a request (a hello-world measured 17.1k vs 19.6k requests/s on
+one core), which /predict does not need.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from itertools import count
 from typing import Any
 
 import orjson
 import structlog
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
 
 from mab.config import Config
 from mab.errors import (
@@ -30,8 +40,6 @@ from mab.request import parse_request
 from mab.sampling import SamplerPool
 from mab.store.base import FeatureStore
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 _log = structlog.get_logger("mab.request")
 
 
@@ -48,13 +56,28 @@ class WorkerState:
         self.draining = False
         self._ids = count(1)
         self._id_prefix = f"{os.getpid():x}-"
+        self._flushing: asyncio.Task[None] | None = None
 
     def next_request_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):x}"
 
+    async def start(self) -> None:
+        """Start the store client, the sampler actors and the metrics flush, in the
+        running loop of this worker (after the fork)."""
+        await self.store.start()
+        self.samplers.start()
+        self._flushing = asyncio.create_task(self.metrics.flush_every())
 
-STATE = web.AppKey("state", WorkerState)
-PREDICTION = "mab.prediction"  # request-local: the Prediction, for the log line
+    async def close(self) -> None:
+        """Stop what `start` started, in reverse."""
+        if self._flushing is not None:
+            self._flushing.cancel()
+        self.metrics.flush()
+        self.samplers.close()
+        await self.store.close()
+
+
+Route = Callable[[WorkerState, web.BaseRequest], Awaitable[web.Response]]
 
 
 def error_response(error: HTTPError) -> web.Response:
@@ -66,11 +89,7 @@ def error_response(error: HTTPError) -> web.Response:
 
 
 def _from_aiohttp(exc: web.HTTPException) -> HTTPError:
-    """aiohttp's own errors (routing, body size) rendered in our JSON shape."""
-    if exc.status == 404:
-        return NotFound("no such path")
-    if exc.status == 405:
-        return MethodNotAllowed("method not allowed")
+    """aiohttp's own errors (a body over the size limit while reading) in our shape."""
     if exc.status == 413:
         return PayloadTooLarge("request body is over the size limit")
     error = HTTPError(exc.reason)
@@ -78,48 +97,7 @@ def _from_aiohttp(exc: web.HTTPException) -> HTTPError:
     return error
 
 
-@web.middleware
-async def _errors_and_logs(request: web.Request, handler: Handler) -> web.StreamResponse:
-    state = request.app[STATE]
-    started = time.perf_counter()
-    request_id = request.headers.get("X-Request-ID") or state.next_request_id()
-    try:
-        response = await handler(request)
-    except HTTPError as exc:
-        response = error_response(exc)
-    except web.HTTPException as exc:
-        response = error_response(_from_aiohttp(exc))
-    except Exception:
-        _log.exception("unhandled error", request_id=request_id, path=request.path)
-        response = error_response(InternalError("internal server error"))
-    response.headers["X-Request-ID"] = request_id
-    elapsed = time.perf_counter() - started
-    state.metrics.request(request.path, response.status)
-    prediction: Prediction | None = request.get(PREDICTION)
-    if state.config.access_log:
-        fields: dict[str, Any] = {}
-        if prediction is not None:
-            fields = {
-                "items": prediction.items,
-                "unknown": prediction.unknown,
-                "fetch_ms": round(prediction.fetch_s * 1e3, 3),
-                "sample_ms": round(prediction.sample_s * 1e3, 3),
-                "encode_ms": round(prediction.encode_s * 1e3, 3),
-            }
-        _log.info(
-            "request",
-            request_id=request_id,
-            method=request.method,
-            path=request.path,
-            status=response.status,
-            latency_ms=round(elapsed * 1e3, 3),
-            **fields,
-        )
-    return response
-
-
-async def _predict(request: web.Request) -> web.Response:
-    state = request.app[STATE]
+async def _predict(state: WorkerState, request: web.BaseRequest) -> web.Response:
     config = state.config
     if state.inflight >= config.max_inflight:
         state.metrics.shed()
@@ -144,13 +122,12 @@ async def _predict(request: web.Request) -> web.Response:
         raise
     finally:
         state.inflight -= 1
-    request[PREDICTION] = prediction
+    request[_PREDICTION] = prediction
     state.metrics.prediction(time.perf_counter() - started, prediction.items, prediction.unknown)
     return web.Response(body=prediction.body, content_type="application/json")
 
 
-async def _health(request: web.Request) -> web.Response:
-    state = request.app[STATE]
+async def _health(state: WorkerState, request: web.BaseRequest) -> web.Response:
     health = state.store.health()
     if state.draining:
         payload: dict[str, Any] = {"status": "unavailable", "reason": "shutting down"}
@@ -167,33 +144,89 @@ async def _health(request: web.Request) -> web.Response:
     )
 
 
-async def _metrics(request: web.Request) -> web.Response:
-    request.app[STATE].metrics.flush()  # this worker's counts up to now
+async def _metrics(state: WorkerState, request: web.BaseRequest) -> web.Response:
+    state.metrics.flush()  # this worker's counts up to now
     return web.Response(body=Metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
-async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    """Start the store, the sampler actors and the metrics flush in this worker;
-    stop them in reverse."""
-    state = app[STATE]
-    await state.store.start()
-    state.samplers.start()
-    flushing = asyncio.create_task(state.metrics.flush_every())
-    try:
-        yield
-    finally:
-        flushing.cancel()
-        state.metrics.flush()
-        state.samplers.close()
-        await state.store.close()
+ROUTES: dict[str, dict[str, Route]] = {
+    "/predict": {"POST": _predict},
+    "/health": {"GET": _health, "HEAD": _health},
+    "/metrics": {"GET": _metrics},
+}
+_PREDICTION = "mab.prediction"  # request-local: the Prediction, for the log line
 
 
-def build_app(config: Config, store: FeatureStore) -> web.Application:
-    # The body limit is also enforced here while reading, for chunked bodies.
-    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[_errors_and_logs])
-    app[STATE] = WorkerState(config, store)
-    app.cleanup_ctx.append(_lifecycle)
-    app.router.add_post("/predict", _predict)
-    app.router.add_get("/health", _health)
-    app.router.add_get("/metrics", _metrics)
-    return app
+def make_handler(state: WorkerState) -> Callable[[web.BaseRequest], Awaitable[web.Response]]:
+    """The one handler of the server: route, render errors as JSON, count, log."""
+    metrics = state.metrics
+    access_log = state.config.access_log
+
+    async def handle(request: web.BaseRequest) -> web.Response:
+        started = time.perf_counter()
+        request_id = request.headers.get("X-Request-ID") or state.next_request_id()
+        path = request.path
+        try:
+            methods = ROUTES.get(path)
+            if methods is None:
+                raise NotFound(f"no such path: {path}")
+            route = methods.get(request.method)
+            if route is None:
+                raise MethodNotAllowed(f"{request.method} is not allowed on {path}")
+            response = await route(state, request)
+        except HTTPError as exc:
+            response = error_response(exc)
+        except web.HTTPException as exc:
+            response = error_response(_from_aiohttp(exc))
+        except Exception:
+            _log.exception("unhandled error", request_id=request_id, path=path)
+            response = error_response(InternalError("internal server error"))
+        response.headers["X-Request-ID"] = request_id
+        metrics.request(path if methods is not None else "other", response.status)
+        if access_log:
+            _log_request(request, request_id, response.status, time.perf_counter() - started)
+        return response
+
+    return handle
+
+
+def _log_request(request: web.BaseRequest, request_id: str, status: int, elapsed: float) -> None:
+    fields: dict[str, Any] = {}
+    prediction: Prediction | None = request.get(_PREDICTION)
+    if prediction is not None:
+        fields = {
+            "items": prediction.items,
+            "unknown": prediction.unknown,
+            "fetch_ms": round(prediction.fetch_s * 1e3, 3),
+            "sample_ms": round(prediction.sample_s * 1e3, 3),
+            "encode_ms": round(prediction.encode_s * 1e3, 3),
+        }
+    _log.info(
+        "request",
+        request_id=request_id,
+        method=request.method,
+        path=request.path,
+        status=status,
+        latency_ms=round(elapsed * 1e3, 3),
+        **fields,
+    )
+
+
+def build_server(state: WorkerState) -> web.Server:
+    """The low-level aiohttp server of one worker; call inside its running loop."""
+    loop = asyncio.get_running_loop()
+    max_body = state.config.max_body_bytes
+
+    def make_request(
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        # The body limit is also enforced while reading, for chunked bodies.
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, loop, client_max_size=max_body
+        )
+
+    return web.Server(make_handler(state), request_factory=make_request)

@@ -13,7 +13,7 @@ import uvloop
 from aiohttp import web
 
 from mab import log
-from mab.app import STATE, build_app
+from mab.app import WorkerState, build_server
 from mab.config import Config
 from mab.listener import refuse_new_connections
 from mab.store.base import FeatureStore
@@ -38,23 +38,30 @@ async def _serve(config: Config, sock: socket.socket, store: FeatureStore, slot:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    app = build_app(config, store)
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=config.graceful_timeout
+    state = WorkerState(config, store)
+    await state.start()  # the store client, the sampler actors, the metrics flush
+    runner = web.ServerRunner(
+        build_server(state),
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=config.graceful_timeout,
     )
-    await runner.setup()  # starts the store client and the sampler actors
+    await runner.setup()
     await web.SockSite(runner, sock, backlog=1024).start()
     logger.info("worker started", worker=slot, pid=os.getpid(), samplers=config.samplers)
     await stop.wait()
     logger.info("worker stopping", worker=slot, pid=os.getpid())
-    app[STATE].draining = True
+    state.draining = True
     # Closing a listener resets the connections in its accept queue (see
     # mab.listener): drop new SYNs first, accept what is queued, then close.
     refuse_new_connections(sock)
     await asyncio.sleep(_ACCEPT_DRAIN_S)
     # Stop accepting, let in-flight requests finish within the graceful timeout,
     # cancel what is left, then stop the samplers and the store client.
-    await runner.cleanup()
+    try:
+        await runner.cleanup()
+    finally:
+        await state.close()
 
 
 def run_worker(

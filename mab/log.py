@@ -13,6 +13,7 @@ import asyncio
 import logging
 import sys
 import threading
+import time
 from typing import Any, BinaryIO
 
 import orjson
@@ -61,6 +62,25 @@ class LoopBatchedLogger:
 _batched: LoopBatchedLogger | None = None
 
 
+class IsoTimeStamper:
+    """Adds `timestamp` as ISO 8601 UTC with microseconds, as structlog's
+    TimeStamper(fmt="iso", utc=True) writes it, formatting the date and time once a
+    second: the per-line datetime formatting was ~2.5 of a request line's 7 us."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, _: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        event["timestamp"] = f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
+        return event
+
+
 def flush() -> None:
     """Write out lines still waiting for their loop iteration to end."""
     if _batched is not None:
@@ -73,7 +93,7 @@ def configure(config: Config) -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        IsoTimeStamper(),
     ]
     if config.log_format == "json":
         processors = [

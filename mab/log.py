@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-import threading
 import time
 from typing import Any, BinaryIO
 
@@ -27,36 +26,35 @@ def _orjson_dumps(event: Any, **_: Any) -> bytes:
 
 
 class LoopBatchedLogger:
-    """A structlog logger of JSON bytes lines, flushed once per loop iteration."""
+    """A structlog logger of JSON bytes lines, flushed once per loop iteration.
+
+    Lines are appended on the loop's thread only (the loop path needs no lock);
+    lines from a thread without a loop are written at once, each in one write, so
+    lines never interleave.
+    """
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
         self._pending: list[bytes] = []
-        self._lock = threading.Lock()
 
     def msg(self, message: bytes) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        with self._lock:
-            if loop is None:
-                self._stream.write(message + b"\n")
-                self._stream.flush()
-                return
-            self._pending.append(message)
-            if len(self._pending) == 1:
-                loop.call_soon(self.flush)
+        loop = asyncio._get_running_loop()  # the C fast path of get_running_loop
+        if loop is None:
+            self._stream.write(message + b"\n")
+            self._stream.flush()
+            return
+        if not self._pending:
+            loop.call_soon(self.flush)
+        self._pending.append(message)
 
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
 
     def flush(self) -> None:
-        with self._lock:
-            if self._pending:
-                self._pending.append(b"")
-                self._stream.write(b"\n".join(self._pending))
-                self._pending.clear()
-            self._stream.flush()
+        pending, self._pending = self._pending, []
+        if pending:
+            pending.append(b"")
+            self._stream.write(b"\n".join(pending))
+        self._stream.flush()
 
 
 _batched: LoopBatchedLogger | None = None
@@ -90,8 +88,9 @@ def flush() -> None:
 def configure(config: Config) -> None:
     """Set up structlog for this process; call again after a fork to rebind stdout."""
     level = logging.getLevelNamesMapping()[config.log_level.upper()]
+    # No merge_contextvars: nothing is bound through contextvars, and copying
+    # them was ~0.3 us of every line.
     shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         IsoTimeStamper(),
     ]

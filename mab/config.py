@@ -36,7 +36,7 @@ class Config:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     samplers: int = 2  # sampler actor threads per worker
     chunk_size: int = 2048  # requests with more items are split across sampler actors
-    inline_max: int = 2048  # requests with at most this many items are sampled inline
+    inline_max: int = 10_000  # requests with at most this many items are sampled inline
     max_queue: int = 256  # sampling jobs waiting per worker before shedding with 503
     max_inflight: int = 1024  # requests in progress per worker before shedding with 503
     store: StoreName = "embedded"

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from mab.metrics import FLUSH_S
-from tests.support import Response, ServerProcess
+from tests.support import Response, ServerProcess, run_server
 
 KNOWN = [f"item_{i:07d}" for i in range(0, 78_000, 200)]  # 390 ids in the demo catalog
 UNKNOWN = [f"new_{i}" for i in range(10)]
@@ -76,13 +76,18 @@ def test_unseeded_calls_differ(server: ServerProcess) -> None:
     assert server.predict(payload).body != server.predict(payload).body
 
 
-def test_large_seeded_request_is_chunk_invariant(server: ServerProcess) -> None:
-    """4,000 ids (split across sampler actors) give the same answer on every call."""
+def test_seeded_request_is_the_same_inline_and_on_actors(server: ServerProcess) -> None:
+    """4,000 seeded ids give one answer whether sampled inline (the default) or cut
+    into 7 chunks of 600 across the sampler actors of another server."""
     payload = {"items": [f"item_{i:07d}" for i in range(4000)], "seed": 99}
-    first = server.predict(payload)
-    assert first.status == 200
-    assert_ranked(first.json()["items"])
-    assert all(server.predict(payload).body == first.body for _ in range(5))
+    inline = server.predict(payload)
+    assert inline.status == 200
+    assert_ranked(inline.json()["items"])
+    assert all(server.predict(payload).body == inline.body for _ in range(3))
+    with run_server(
+        "--inline-max", "0", "--chunk-size", "600", "--max-items", "5000", workers=1
+    ) as chunked:
+        assert all(chunked.predict(payload).body == inline.body for _ in range(3))
 
 
 ERROR_CASES = [

@@ -7,7 +7,7 @@ running loop, and turns every upstream error into `StoreFailed` / `StoreTimeout`
 Per-message overhead of the Python client is what limits a fetch, so the readers
 call a raw grpc.aio stub made on the library client's own channel with the
 protobuf classes behind its proto-plus types: that skips proto-plus wrapping and
-api_core's stream wrapper (numbers in bench/VERTEX_NOTES.md). They send the same
+api_core's stream wrapper (numbers in bench/RESULTS.md). They send the same
 routing and client headers the library's methods send.
 """
 

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 NATIVE := $(wildcard mab/native/*.cpp mab/native/*.h mab/native/_build*.py)
 ARGS   ?=
 
-.PHONY: venv serve test lint bench bench-sampler wrk debug-test clean
+.PHONY: venv serve test test-native-debug lint bench bench-sampler wrk clean
 
 # The virtualenv with mab installed editable: pip compiles the native sampler.
 $(STAMP): setup.cfg setup.py pyproject.toml $(NATIVE)
@@ -22,6 +22,23 @@ serve: venv
 
 test: venv
 	$(BIN)/python -m pytest $(ARGS)
+	$(MAKE) --no-print-directory test-native-debug
+
+# One more pass of the native code's tests against a copy built with -O0, assertions,
+# AddressSanitizer and UBSan: the request parser reads untrusted bytes.
+DEBUG_DIR := build/native-debug
+SANITIZE  := -fsanitize=address,undefined -fno-omit-frame-pointer
+test-native-debug: venv
+	rm -rf $(DEBUG_DIR) && mkdir -p $(DEBUG_DIR)
+	cp -r mab tests setup.py setup.cfg pyproject.toml README.md $(DEBUG_DIR)/
+	find $(DEBUG_DIR) -name '*.so' -delete
+	cd $(DEBUG_DIR) && MAB_NATIVE_DEBUG=1 CFLAGS="$(SANITIZE)" LDFLAGS="$(SANITIZE)" \
+		$(CURDIR)/$(BIN)/python setup.py -q build_ext --inplace >/dev/null
+	cd $(DEBUG_DIR) && \
+		LD_PRELOAD="$$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=libubsan.so)" \
+		ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		$(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider \
+		tests/test_sampler.py tests/test_request.py tests/test_codec.py
 
 lint: venv
 	$(BIN)/ruff check mab tests bench

@@ -31,6 +31,7 @@ from mab.errors import (
     NotFound,
     Overloaded,
     PayloadTooLarge,
+    RequestTimeout,
     UnsupportedMediaType,
 )
 from mab.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -97,6 +98,19 @@ def _from_aiohttp(exc: web.HTTPException) -> HTTPError:
     return error
 
 
+async def _read_body(request: web.BaseRequest, timeout: float) -> bytes:
+    """The body, within `timeout`: a client that stalls mid-body would otherwise
+    hold its in-flight slot forever. Most bodies arrived with their headers and
+    need no timer."""
+    if request.content.is_eof():
+        return await request.read()
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
+
+
 async def _predict(state: WorkerState, request: web.BaseRequest) -> web.Response:
     config = state.config
     if state.inflight >= config.max_inflight:
@@ -114,7 +128,7 @@ async def _predict(state: WorkerState, request: web.BaseRequest) -> web.Response
     state.inflight += 1
     started = time.perf_counter()
     try:
-        body = await request.read()
+        body = await _read_body(request, config.read_timeout)
         parsed = parse_request(body, config.max_items)
         prediction = await state.predictor.predict(parsed)
     except Overloaded:

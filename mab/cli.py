@@ -141,6 +141,12 @@ def _serve_parser(sub: Any) -> None:
         help="request body size limit",
     )
     e.add(
+        "--read-timeout",
+        default=d.read_timeout,
+        type=_positive(float),
+        help="seconds a client gets to send a request body (then 408)",
+    )
+    e.add(
         "--log-level",
         default=d.log_level,
         choices=["debug", "info", "warning", "error"],
@@ -252,6 +258,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         prior_beta=args.prior_beta,
         max_items=args.max_items,
         max_body_bytes=args.max_body_bytes,
+        read_timeout=args.read_timeout,
         log_level=args.log_level,
         log_format=args.log_format,
         access_log=args.access_log,

@@ -46,6 +46,7 @@ class Config:
     prior_beta: float = 1.0
     max_items: int = 10_000
     max_body_bytes: int = 2 * 1024 * 1024
+    read_timeout: float = 10.0  # seconds a client gets to send the body of a request
     log_level: str = "info"
     log_format: LogFormat = "json"
     access_log: bool = True  # one structured log line per request

@@ -56,6 +56,13 @@ class MethodNotAllowed(HTTPError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(HTTPError):
+    """The client did not send its whole body within the read timeout (408)."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class PayloadTooLarge(HTTPError):
     status = 413
     code = "payload_too_large"

@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -215,3 +216,21 @@ def test_requests_over_the_inflight_limit_are_shed() -> None:
     assert set(statuses) <= {200, 503}
     assert all(retry == "1" for status, retry in answers if status == 503)
     assert statuses.count(503) >= 1 and statuses.count(200) >= 1
+
+
+def test_a_stalled_body_times_out_with_408() -> None:
+    """A client that sends half its body and stalls gets 408 after --read-timeout, and
+    the worker goes on serving others."""
+    with run_server("--read-timeout", "0.5", workers=1) as server:
+        with socket.create_connection((HOST, server.port), timeout=5) as sock:
+            sock.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n" + b'{"items": ["a"'
+            )
+            started = time.monotonic()
+            answer = sock.recv(65536)
+            waited = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert b'"code":"request_timeout"' in answer
+        assert 0.4 < waited < 3.0
+        assert server.predict({"items": ["item_0000001"]}).status == 200

@@ -38,7 +38,7 @@ test-native-debug: venv
 		LD_PRELOAD="$$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=libubsan.so)" \
 		ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		$(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider \
-		tests/test_sampler.py tests/test_request.py tests/test_codec.py
+		tests/test_sampler.py tests/test_request.py tests/test_codec.py tests/test_predict.py
 
 lint: venv
 	$(BIN)/ruff check mab tests bench
@@ -55,4 +55,4 @@ bench-sampler: venv
 	$(BIN)/python bench/sampler.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info mab/native/_sampler.* .pytest_cache .mypy_cache
+	rm -rf $(VENV) build *.egg-info mab/native/_native.* mab/native/_sampler.* mab/native/_codec.* .pytest_cache .mypy_cache

@@ -2,4 +2,4 @@
 # cffi_modules there and the wheel ships without the compiled extensions.
 from setuptools import setup
 
-setup(cffi_modules=["mab/native/_build.py:ffibuilder", "mab/native/_build_codec.py:ffibuilder"])
+setup(cffi_modules=["mab/native/_build.py:ffibuilder"])

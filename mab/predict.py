@@ -6,10 +6,11 @@ import time
 from dataclasses import dataclass
 
 from mab.config import Config
-from mab.native.codec import RankedEncoder, Rows, rank
+from mab.native.codec import RankedEncoder, Rows, Spans, rank
 from mab.request import PredictRequest
 from mab.sampling import SamplerPool
 from mab.store.base import FeatureStore, FloatArray
+from mab.store.embedded import EmbeddedStore
 
 
 @dataclass(slots=True)
@@ -35,13 +36,29 @@ def encode(
         ranked = encoder.encode_spans(items.body, items.spans, scores, order)
     else:
         ranked = encoder.encode(items.strings(), scores, order)
+    return response_body(request, ranked, unknown)
+
+
+def response_body(request: PredictRequest, ranked_items: bytes, unknown: int) -> bytes:
     return b"".join(
-        (b'{"user_id":', request.user_id_json, b',"items":', ranked, b',"unknown":%d}' % unknown)
+        (
+            b'{"user_id":',
+            request.user_id_json,
+            b',"items":',
+            ranked_items,
+            b',"unknown":%d}' % unknown,
+        )
     )
 
 
 class Predictor:
-    """Runs the pipeline against one store and one sampler pool."""
+    """Runs the pipeline against one store and one sampler pool.
+
+    With the embedded store, fast-path requests sampled inline take one native call
+    (`EmbeddedScorer`) that does the same steps with the same results (seeded draws
+    are keyed either way); the server spends ~45% less CPU per prediction at 400
+    ids (bench/RESULTS.md). Everything else takes the stages below.
+    """
 
     def __init__(self, config: Config, store: FeatureStore, samplers: SamplerPool) -> None:
         self._prior_alpha = config.prior_alpha
@@ -49,8 +66,36 @@ class Predictor:
         self._store = store
         self._samplers = samplers
         self._encoder = RankedEncoder()  # used on the event loop thread only
+        self._inline_max = config.inline_max
+        self._scorer = (
+            store.scorer(config.prior_alpha, config.prior_beta)
+            if isinstance(store, EmbeddedStore)
+            else None
+        )
 
     async def predict(self, request: PredictRequest) -> Prediction:
+        items = request.items
+        if self._scorer is not None and items.spans is not None and len(items) <= self._inline_max:
+            return self._score_fused(request, items.body, items.spans)
+        return await self._predict_in_stages(request)
+
+    def _score_fused(self, request: PredictRequest, body: bytes, spans: Spans) -> Prediction:
+        assert self._scorer is not None
+        ranked, unknown, fetch_s, sample_s, encode_s = self._scorer.score(
+            body, spans, request.top_k, request.seed
+        )
+        response = b"".join(
+            (
+                b'{"user_id":',
+                request.user_id_json,
+                b',"items":',
+                ranked,
+                b',"unknown":%d}' % unknown,
+            )
+        )
+        return Prediction(response, len(spans) // 2, unknown, fetch_s, sample_s, encode_s)
+
+    async def _predict_in_stages(self, request: PredictRequest) -> Prediction:
         t0 = time.perf_counter()
         features = await self._store.fetch(request.items)
         t1 = time.perf_counter()

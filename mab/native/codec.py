@@ -16,12 +16,13 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from mab.native._codec import ffi, lib
+from mab.native._native import ffi, lib
 
 _VERSION = 3  # must match MAB_CODEC_VERSION in codec.h
 if lib.mab_codec_version() != _VERSION:
     raise ImportError("stale build of mab.native._codec: run `pip install -e .` (or `make venv`)")
 
+FloatArray = npt.NDArray[np.float64]
 Spans = npt.NDArray[np.uint64]  # 2 per id: [begin, end) of its literal, quotes included
 Rows = npt.NDArray[np.int64]
 
@@ -78,7 +79,7 @@ class IdIndex:
         )
         if handle == ffi.NULL:
             raise ValueError("cannot index the catalog: an id repeats, or out of memory")
-        self._handle: Any = ffi.gc(handle, lib.mab_index_free)
+        self.handle: Any = ffi.gc(handle, lib.mab_index_free)
         self.size = len(encoded)
 
     def lookup(self, body: bytes, spans: Spans) -> tuple[Rows, int]:
@@ -86,7 +87,7 @@ class IdIndex:
         count = len(spans) // 2
         rows = np.empty(count, dtype=np.int64)
         unknown = lib.mab_index_lookup(
-            self._handle,
+            self.handle,
             body,
             ffi.from_buffer("size_t[]", spans),
             count,

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from mab.native._sampler import ffi, lib
+from mab.native._native import ffi, lib
 
 FloatArray = npt.NDArray[np.float64]
 ArrayLike = npt.ArrayLike

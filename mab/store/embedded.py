@@ -9,6 +9,7 @@ import numpy as np
 
 from mab.catalog import Catalog
 from mab.native.codec import IdIndex
+from mab.native.scoring import EmbeddedScorer
 from mab.request import ItemIds
 from mab.store.base import Features, StoreHealth
 
@@ -43,6 +44,10 @@ class EmbeddedStore:
             failures=self._failures[rows],
             unknown=int(np.count_nonzero(rows == unknown_row)),
         )
+
+    def scorer(self, prior_alpha: float, prior_beta: float) -> EmbeddedScorer:
+        """The fused native pipeline over this catalog (one per worker, after the fork)."""
+        return EmbeddedScorer(self._index, self._successes, self._failures, prior_alpha, prior_beta)
 
     def health(self) -> StoreHealth:
         return StoreHealth(ok=True, detail={"arms": len(self.catalog)})

@@ -1,0 +1,74 @@
+"""Typed wrapper of the fused /predict path of the embedded store (score.cpp).
+
+The general pipeline calls the same native steps (lookup, draw, rank, encode) from
+Python; in the server the ~25 Python-level calls between them cost more than the
+steps (bench/RESULTS.md). `EmbeddedScorer.score` makes one call instead.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from mab.native._native import ffi, lib
+from mab.native.codec import FloatArray, IdIndex, Spans
+
+
+class EmbeddedScorer:
+    """Scores fast-path requests against one catalog. Keeps scratch buffers and a
+    PRNG stream of its own: use one per event-loop thread."""
+
+    def __init__(
+        self,
+        index: IdIndex,
+        successes: FloatArray,
+        failures: FloatArray,
+        prior_alpha: float,
+        prior_beta: float,
+    ) -> None:
+        if len(successes) != index.size + 1 or len(failures) != index.size + 1:
+            raise ValueError("counts need a row per indexed id plus the unknown row")
+        self._index = index
+        # The arrays stay referenced here: C reads them through these pointers.
+        self._successes, self._failures = successes, failures
+        self._successes_ptr = ffi.from_buffer("double[]", successes)
+        self._failures_ptr = ffi.from_buffer("double[]", failures)
+        self._prior_alpha, self._prior_beta = prior_alpha, prior_beta
+        self._rng: Any = ffi.new("mab_rng *")
+        lib.mab_rng_seed(self._rng, secrets.randbits(64))
+        self._stats: Any = ffi.new("mab_score_stats *")
+        self._out: Any = ffi.new("char[]", 1)
+        self._out_cap = 1
+
+    def score(
+        self, body: bytes, spans: Spans, top_k: int | None, seed: int | None
+    ) -> tuple[bytes, int, float, float, float]:
+        """The ranked items array, the unknown count, and the seconds spent fetching,
+        sampling and encoding."""
+        n = len(spans) // 2
+        k = n if top_k is None else min(top_k, n)
+        need = lib.mab_encode_ranked_bound(len(body), k)
+        if need > self._out_cap:
+            self._out, self._out_cap = ffi.new("char[]", need), need
+        written = lib.mab_score_embedded(
+            self._index.handle,
+            self._successes_ptr,
+            self._failures_ptr,
+            self._prior_alpha,
+            self._prior_beta,
+            self._rng,
+            seed is not None,
+            seed or 0,
+            body,
+            ffi.from_buffer("size_t[]", spans),
+            n,
+            k,
+            self._out,
+            self._out_cap,
+            self._stats,
+        )
+        if written < 0:
+            raise MemoryError("the native scorer failed: out of memory or a bad count")
+        stats = self._stats
+        ranked: bytes = ffi.buffer(self._out, written)[:]
+        return ranked, int(stats.unknown), stats.fetch_s, stats.sample_s, stats.encode_s

@@ -4,7 +4,9 @@
     python bench/stages.py [--repeat 5]
 
 Stages: parse (body -> request), fetch (embedded store: ids -> counts), sample
-(Beta draws, inline), rank (order of the scores), encode (response body). Uses the
+(Beta draws, inline), rank (order of the scores), encode (response body). The last
+row of each size is the fused native call (EmbeddedScorer) that the server uses for
+fast-path requests on the embedded store: fetch to encode in one call. Uses the
 benchmark catalog and bodies of bench/catalog.py (100k arms; 400 and 4,000 ids).
 """
 
@@ -49,6 +51,7 @@ def main() -> int:
     data = catalog.write(args.data)
     store = EmbeddedStore(load_csv(data / "arms.csv"))
     sampler, encoder = BetaSampler(seed=1), RankedEncoder()
+    scorer = store.scorer(1.0, 1.0)
     loop = asyncio.new_event_loop()
     print(
         f"{'items':>5} {'parser':<8}{'parse':>8}{'fetch':>8}{'sample':>8}{'rank':>8}{'encode':>8}"
@@ -85,6 +88,15 @@ def main() -> int:
             ]
             cells = "".join(f"{t:>8.1f}" for t in times)
             print(f"{size:>5} {name:<8}{cells}{sum(times):>8.1f}")
+        spans = parse_request(body, 10_000).items.spans
+        fused = per_call_us(
+            lambda b=body, s=spans: scorer.score(b, s, None, None), calls, args.repeat
+        )
+        parse = per_call_us(lambda b=body: parse_request(b, 10_000), calls, args.repeat)
+        print(
+            f"{size:>5} {'fused':<8}{parse:>8.1f}{'(fetch to encode in one call)':>32}"
+            f"{parse + fused:>8.1f}"
+        )
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Typed wrapper of the native HTTP body codec: the only code touching `_codec.lib`.
+"""Typed wrapper of the native HTTP body codec (request.cpp, codec.cpp in `_native`).
 
 - `parse_predict`: the fast path for /predict bodies; ids stay spans into the body.
 - `IdIndex`: the catalog's id -> row hash index that looks such spans up.
@@ -20,7 +20,7 @@ from mab.native._native import ffi, lib
 
 _VERSION = 3  # must match MAB_CODEC_VERSION in codec.h
 if lib.mab_codec_version() != _VERSION:
-    raise ImportError("stale build of mab.native._codec: run `pip install -e .` (or `make venv`)")
+    raise ImportError("stale build of mab.native._native: run `pip install -e .` (or `make venv`)")
 
 FloatArray = npt.NDArray[np.float64]
 Spans = npt.NDArray[np.uint64]  # 2 per id: [begin, end) of its literal, quotes included

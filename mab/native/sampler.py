@@ -1,4 +1,4 @@
-"""Typed wrapper of the native Beta sampler: the only code touching `_sampler.lib`.
+"""Typed wrapper of the native Beta sampler (sampler.cpp in `_native`).
 
 Inputs are checked here (shapes, dtypes, lengths) and by one C pass over the values
 that runs before any draw, so a bad call raises `ValueError` and writes nothing.
@@ -20,7 +20,7 @@ ArrayLike = npt.ArrayLike
 
 _VERSION = 3  # must match MAB_SAMPLER_VERSION in sampler.h
 if lib.mab_sampler_version() != _VERSION:
-    raise ImportError("stale build of mab.native._sampler: run `pip install -e .` (or `make venv`)")
+    raise ImportError("stale build of mab.native._native: run `pip install -e .` (or `make venv`)")
 
 MAX_SEED = 2**64 - 1
 ISA: str = ffi.string(lib.mab_sampler_isa()).decode()  # "avx512", "avx2" or "portable"

@@ -40,6 +40,7 @@ def encode(
 
 
 def response_body(request: PredictRequest, ranked_items: bytes, unknown: int) -> bytes:
+    """The /predict body around the ranked items array."""
     return b"".join(
         (
             b'{"user_id":',
@@ -84,16 +85,8 @@ class Predictor:
         ranked, unknown, fetch_s, sample_s, encode_s = self._scorer.score(
             body, spans, request.top_k, request.seed
         )
-        response = b"".join(
-            (
-                b'{"user_id":',
-                request.user_id_json,
-                b',"items":',
-                ranked,
-                b',"unknown":%d}' % unknown,
-            )
-        )
-        return Prediction(response, len(spans) // 2, unknown, fetch_s, sample_s, encode_s)
+        body = response_body(request, ranked, unknown)
+        return Prediction(body, len(spans) // 2, unknown, fetch_s, sample_s, encode_s)
 
     async def _predict_in_stages(self, request: PredictRequest) -> Prediction:
         t0 = time.perf_counter()

@@ -57,8 +57,8 @@ class Predictor:
 
     With the embedded store, fast-path requests sampled inline take one native call
     (`EmbeddedScorer`) that does the same steps with the same results (seeded draws
-    are keyed either way); the server spends ~45% less CPU per prediction at 400
-    ids (bench/RESULTS.md). Everything else takes the stages below.
+    are keyed either way): at 400 ids the server went from 1.32x to 1.61x the Go
+    peer's requests/s (bench/RESULTS.md). Everything else takes the stages below.
     """
 
     def __init__(self, config: Config, store: FeatureStore, samplers: SamplerPool) -> None:

@@ -7,6 +7,7 @@ die right after they start), SIGTERM / SIGINT stop the workers gracefully.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -102,6 +103,10 @@ class Supervisor:
 
     def run(self) -> int:
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        # Everything loaded so far (the catalog's ids and index dict, the libraries)
+        # lives as long as the process: out of the collector's reach, a worker's full
+        # collections neither walk it (a pause) nor touch its pages (copy-on-write).
+        gc.freeze()
         for slot in self.slots:
             self._spawn(slot)
         self.log.info("workers started", pids=[s.pid for s in self.slots])

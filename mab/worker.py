@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import os
 import signal
 import socket
@@ -40,6 +41,7 @@ async def _serve(config: Config, sock: socket.socket, store: FeatureStore, slot:
         loop.add_signal_handler(signum, stop.set)
     state = WorkerState(config, store)
     await state.start()  # the store client, the sampler actors, the metrics flush
+    gc.freeze()  # and what the worker set up: its clients live until it exits
     runner = web.ServerRunner(
         build_server(state),
         handle_signals=False,

@@ -28,7 +28,7 @@ from tests.vertex_support import (
     async_test,
     eventually,
     fake_process,
-    make_store,
+    open_store,
     run,
     vertex_config,
     write_catalog,
@@ -52,12 +52,8 @@ async def test_counts_and_unknown_ids(kind: str) -> None:
     cells alike; ids the store lacks (empty cells / NOT_FOUND) get 0 / 0 and are counted."""
     ids = [*KNOWN[:150], "new_1", KNOWN[3], "new_2", KNOWN[7], "new_1"]
     async with FakeVertex(ARMS) as fake:
-        store = make_store(kind, fake.address)
-        await store.start()
-        try:
+        async with open_store(kind, fake.address) as store:
             features = await store.fetch(ids)
-        finally:
-            await store.close()
     successes, failures = expected(ids)
     assert features.successes.tolist() == successes
     assert features.failures.tolist() == failures
@@ -72,12 +68,8 @@ async def test_streams_in_any_order(kind: str) -> None:
     """Entities answered out of order still land on the right ids."""
     ids = KNOWN[:300]
     async with FakeVertex(ARMS, faults=Faults(shuffle=True), seed=3) as fake:
-        store = make_store(kind, fake.address)
-        await store.start()
-        try:
+        async with open_store(kind, fake.address) as store:
             features = await store.fetch(ids)
-        finally:
-            await store.close()
     assert features.successes.tolist() == expected(ids)[0]
     assert features.unknown == 0
 
@@ -88,23 +80,15 @@ async def test_chunks_of_100(kind: str) -> None:
     """1,000 ids go out as 10 calls of 100; a chunk over 100 is refused by the fake
     (INVALID_ARGUMENT, as the service does) and the fetch fails with that status."""
     async with FakeVertex(ARMS) as fake:
-        store = make_store(kind, fake.address)
-        await store.start()
-        try:
+        async with open_store(kind, fake.address) as store:
             features = await store.fetch(KNOWN[:1000])
-        finally:
-            await store.close()
         assert fake.stats.calls[CHUNK_CALL[kind]] == 10
         assert fake.stats.max_ids == 100
         assert features.unknown == 0
 
-        store = make_store(kind, fake.address, fetch_chunk=101)
-        await store.start()
-        try:
+        async with open_store(kind, fake.address, fetch_chunk=101) as store:
             with pytest.raises(StoreFailed, match="INVALID_ARGUMENT: 101 entity ids"):
                 await store.fetch(KNOWN[:202])
-        finally:
-            await store.close()
 
 
 # The failing chunk fails 30 ms in, when all calls are under way. The unary API makes
@@ -125,9 +109,7 @@ async def test_one_failed_chunk_cancels_the_rest(kind: str, size: int, fail_afte
         delay_ids={ids[42]: fail_after, **dict.fromkeys(ids[100:], 0.5)},
     )
     async with FakeVertex(ARMS, faults=faults) as fake:
-        store = make_store(kind, fake.address)
-        await store.start()
-        try:
+        async with open_store(kind, fake.address) as store:
             # A full collection of this test run's heap (google's client library, every
             # earlier test) takes ~100 ms: hold the collector off for the timed fetch.
             gc.collect()
@@ -140,8 +122,6 @@ async def test_one_failed_chunk_cancels_the_rest(kind: str, size: int, fail_afte
             finally:
                 gc.enable()
             await eventually(lambda: fake.stats.active == 0)
-        finally:
-            await store.close()
     stats = fake.stats
     assert failed.value.status == 502
     assert elapsed < 0.1, f"took {elapsed * 1e3:.0f} ms"
@@ -161,16 +141,12 @@ async def test_deadline_gives_timeout(kind: str) -> None:
     unary API has 150 calls to cancel.)"""
     ids = KNOWN[: 150 if kind == "online" else 250]
     async with FakeVertex(ARMS, faults=Faults(delay=1.0)) as fake:
-        store = make_store(kind, fake.address, fetch_deadline=0.2)
-        await store.start()
-        try:
+        async with open_store(kind, fake.address, fetch_deadline=0.2) as store:
             started = time.perf_counter()
             with pytest.raises(StoreTimeout) as timed_out:
                 await store.fetch(ids)
             elapsed = time.perf_counter() - started
             await eventually(lambda: fake.stats.active == 0)
-        finally:
-            await store.close()
     assert timed_out.value.status == 504
     assert 0.19 < elapsed < 0.4, f"took {elapsed * 1e3:.0f} ms"
     assert fake.stats.ok == 0
@@ -182,17 +158,13 @@ async def test_cancelled_request_cancels_its_calls(kind: str) -> None:
     """A request abandoned mid-fetch (client gone, worker shutting down) leaves no call
     running at the store."""
     async with FakeVertex(ARMS, faults=Faults(delay=0.5)) as fake:
-        store = make_store(kind, fake.address)
-        await store.start()
-        try:
+        async with open_store(kind, fake.address) as store:
             fetch = asyncio.create_task(store.fetch(KNOWN[:300]))
             await eventually(lambda: fake.stats.active == 3)
             fetch.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await fetch
             await eventually(lambda: fake.stats.active == 0)
-        finally:
-            await store.close()
     assert fake.stats.cancelled == 3 and fake.stats.ok == 0
     assert store.health().detail["consecutive_failures"] == 0  # not the store's fault
 
@@ -203,15 +175,11 @@ async def test_stream_breaking_midway_fails_the_fetch(kind: str) -> None:
     """A stream that errors after some entities arrived fails the whole fetch (no
     partial answer scored as unknown), and the next fetch works again."""
     async with FakeVertex(ARMS, faults=Faults(break_after=1)) as fake:
-        store = make_store(kind, fake.address)
-        await store.start()
-        try:
+        async with open_store(kind, fake.address) as store:
             with pytest.raises(StoreFailed, match="UNAVAILABLE: stream broken after 1"):
                 await store.fetch(KNOWN[:250])
             fake.faults.break_after = None
             features = await store.fetch(KNOWN[:250])
-        finally:
-            await store.close()
     assert features.unknown == 0 and features.failures[-1] == ARMS[KNOWN[249]][1]
 
 
@@ -220,9 +188,7 @@ async def test_health_turns_and_recovers() -> None:
     """/health's source: unhealthy after `unhealthy_after` failed fetches in a row,
     healthy again after one success; the reason names the last error."""
     async with FakeVertex(ARMS, faults=Faults(fail_rate=1.0)) as fake:
-        store = make_store("featurestore", fake.address, unhealthy_after=3)
-        await store.start()
-        try:
+        async with open_store("featurestore", fake.address, unhealthy_after=3) as store:
             assert store.health().ok
             for failures in range(1, 4):
                 with pytest.raises(StoreFailed):
@@ -235,8 +201,6 @@ async def test_health_turns_and_recovers() -> None:
             await store.fetch(KNOWN[:10])
             assert store.health().ok
             assert store.health().detail["consecutive_failures"] == 0
-        finally:
-            await store.close()
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -246,9 +210,7 @@ async def test_recovers_when_the_store_comes_back(kind: str) -> None:
     once it listens again on the same port, fetches succeed within about a second."""
     fake = FakeVertex(ARMS)
     await fake.start()
-    store = make_store(kind, fake.address)
-    await store.start()
-    try:
+    async with open_store(kind, fake.address) as store:
         assert (await store.fetch(KNOWN[:5])).unknown == 0
         await fake.stop()
         with pytest.raises(StoreFailed, match="UNAVAILABLE"):
@@ -263,8 +225,6 @@ async def test_recovers_when_the_store_comes_back(kind: str) -> None:
                 assert time.monotonic() - started < 3, "no recovery in 3 s"
                 await asyncio.sleep(0.05)
         assert features.unknown == 0
-    finally:
-        await store.close()
         await fake.stop()
 
 
@@ -275,9 +235,7 @@ async def test_cache_hits_make_no_calls(kind: str) -> None:
     the missing ids of a request are fetched; entries expire after the TTL."""
     first = [*KNOWN[:120], "new_1"]
     async with FakeVertex(ARMS) as fake:
-        store = make_store(kind, fake.address, cache_ttl=0.3, cache_size=1000)
-        await store.start()
-        try:
+        async with open_store(kind, fake.address, cache_ttl=0.3, cache_size=1000) as store:
             await store.fetch(first)
             calls, ids = fake.stats.calls.total(), fake.stats.ids
             again = await store.fetch(first[::-1])
@@ -292,17 +250,13 @@ async def test_cache_hits_make_no_calls(kind: str) -> None:
             await asyncio.sleep(0.35)
             await store.fetch(first)
             assert fake.stats.ids == ids + 11 + len(first)
-        finally:
-            await store.close()
 
 
 @async_test
 async def test_cache_is_bounded_lru() -> None:
     """The cache holds at most --cache-size arms, dropping the least recently used."""
     async with FakeVertex(ARMS) as fake:
-        store = make_store("featurestore", fake.address, cache_ttl=60, cache_size=100)
-        await store.start()
-        try:
+        async with open_store("featurestore", fake.address, cache_ttl=60, cache_size=100) as store:
             await store.fetch(KNOWN[:100])
             await store.fetch(KNOWN[:10])  # touch the first 10
             await store.fetch(KNOWN[100:150])  # evicts 50: KNOWN[10:60]
@@ -312,8 +266,6 @@ async def test_cache_is_bounded_lru() -> None:
             await store.fetch(KNOWN[10:60])
             assert fake.stats.ids == ids + 50
             assert store.health().detail["cache"]["entries"] == 100
-        finally:
-            await store.close()
 
 
 def test_fan_out_latency_is_near_one_call(tmp_path: Path) -> None:
@@ -322,10 +274,8 @@ def test_fan_out_latency_is_near_one_call(tmp_path: Path) -> None:
     catalog = write_catalog(tmp_path / "arms.csv")
 
     async def measure(address: str) -> tuple[float, float]:
-        store = make_store("featurestore", address)
-        await store.start()
         one, ten = [], []
-        try:
+        async with open_store("featurestore", address) as store:
             await store.fetch(KNOWN[:100])  # connect
             for _ in range(20):
                 started = time.perf_counter()
@@ -334,8 +284,6 @@ def test_fan_out_latency_is_near_one_call(tmp_path: Path) -> None:
                 started = time.perf_counter()
                 await store.fetch(KNOWN[:1000])
                 ten.append(time.perf_counter() - started)
-        finally:
-            await store.close()
         return statistics.median(one), statistics.median(ten)
 
     with fake_process(catalog, "--delay", "0.1") as address:
@@ -350,10 +298,8 @@ def test_fake_cli_serves_the_catalog(tmp_path: Path) -> None:
     catalog = write_catalog(tmp_path / "arms.csv")
 
     async def fetch(address: str) -> list[str]:
-        store = make_store("featurestore", address)
-        await store.start()
         outcomes = []
-        try:
+        async with open_store("featurestore", address) as store:
             for _ in range(20):
                 try:
                     features = await store.fetch([KNOWN[5], "nope"])
@@ -363,8 +309,6 @@ def test_fake_cli_serves_the_catalog(tmp_path: Path) -> None:
                     assert features.successes.tolist() == [5.0, 0.0]
                     assert features.unknown == 1
                     outcomes.append("ok")
-        finally:
-            await store.close()
         return outcomes
 
     with fake_process(catalog, "--fail-rate", "0.5", "--seed", "7") as address:
@@ -420,13 +364,9 @@ def test_secure_channel_uses_tls_and_credentials(
 
     async def fetch() -> None:
         async with FakeVertex(ARMS) as fake:
-            store = make_store("featurestore", fake.address, insecure=False)
-            await store.start()
-            try:
+            async with open_store("featurestore", fake.address, insecure=False) as store:
                 with pytest.raises(StoreFailed, match=r"UNAVAILABLE.*(SSL|TLS|handshake)"):
                     await store.fetch(KNOWN[:5])
-            finally:
-                await store.close()
         assert fake.stats.calls.total() == 0
 
     run(fetch())
@@ -456,12 +396,8 @@ def test_features_are_contiguous_float_arrays() -> None:
 
     async def fetch() -> None:
         async with FakeVertex(ARMS) as fake:
-            store = make_store("featurestore", fake.address)
-            await store.start()
-            try:
+            async with open_store("featurestore", fake.address) as store:
                 features = await store.fetch(KNOWN[:3])
-            finally:
-                await store.close()
         for array in (features.successes, features.failures):
             assert array.dtype == np.float64 and array.flags.c_contiguous
 

@@ -9,8 +9,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -55,6 +55,17 @@ def make_store(kind: str, address: str, **overrides: Any) -> VertexStore:
     if kind == "featurestore":
         return VertexFeaturestoreStore(config)
     return VertexOnlineStore(config)
+
+
+@asynccontextmanager
+async def open_store(kind: str, address: str, **overrides: Any) -> AsyncIterator[VertexStore]:
+    """A started store of `kind` on the fake at `address`, closed on exit."""
+    store = make_store(kind, address, **overrides)
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 def store_args(kind: str, address: str) -> list[str]:

@@ -23,11 +23,5 @@ function request()
   return wrk.format("POST", "/predict", headers, prefix .. table.concat(ids, ",") .. "]}")
 end
 
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    '{"requests":%d,"duration_us":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,' ..
-    '"non2xx":%d,"socket_errors":%d}\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
-    latency:percentile(99), e.status, e.connect + e.read + e.write + e.timeout))
-end
+-- done(): the JSON result line, shared with the other scripts.
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "") .. "report.lua")

@@ -118,7 +118,3 @@ def configure(config: Config) -> None:
     )
     # aiohttp and asyncio log through the stdlib: route their warnings to stderr.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True)
-
-
-def get_logger(name: str) -> Any:
-    return structlog.get_logger(name)

@@ -85,8 +85,8 @@ def _serve_parser(sub: Any) -> None:
     p = sub.add_parser(
         "serve",
         help="run the prediction server",
-        description="Run the Thompson-sampling prediction server: one listening socket, "
-        "one forked worker per core, each running aiohttp on uvloop.",
+        description="Run the Thompson-sampling prediction server: one forked worker per "
+        "core, each running aiohttp on uvloop on its own SO_REUSEPORT socket.",
     )
     e = _EnvParser(p)
     d, v = _DEFAULTS, _VERTEX_DEFAULTS

@@ -1,4 +1,4 @@
-"""The parent process: bind the socket, load the store, fork workers, replace the dead.
+"""The parent process: bind the sockets, load the store, fork workers, replace the dead.
 
 The parent loads the catalog once and forks, so the workers share it copy-on-write.
 It handles only signals: SIGCHLD replaces a dead worker (with a back-off if workers
@@ -22,7 +22,7 @@ import structlog
 
 from mab import log, metrics
 from mab.config import Config
-from mab.listener import bind_socket
+from mab.listener import bind_sockets
 from mab.store import FeatureStore, build_store
 
 _SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
@@ -40,9 +40,11 @@ class _Slot:
 
 
 class Supervisor:
-    def __init__(self, config: Config, sock: socket.socket, store: FeatureStore) -> None:
+    def __init__(
+        self, config: Config, sockets: list[socket.socket], store: FeatureStore
+    ) -> None:
         self.config = config
-        self.sock = sock
+        self.sockets = sockets
         self.store = store
         self.slots = [_Slot(i) for i in range(config.workers)]
         self.log: Any = structlog.get_logger("mab.supervisor")
@@ -57,7 +59,11 @@ class Supervisor:
                 signal.pthread_sigmask(signal.SIG_SETMASK, set())
                 from mab.worker import run_worker
 
-                code = run_worker(self.config, self.sock, self.store, slot.index, parent)
+                sock = self.sockets[slot.index % len(self.sockets)]
+                for other in self.sockets:  # so closing its own really closes it
+                    if other is not sock:
+                        other.close()
+                code = run_worker(self.config, sock, self.store, slot.index, parent)
             except BaseException:
                 import traceback
 
@@ -120,7 +126,8 @@ class Supervisor:
         return self._stop()
 
     def _stop(self) -> int:
-        self.sock.close()  # the workers hold their own copies until they stop accepting
+        for sock in self.sockets:  # the workers hold their own copies until they stop accepting
+            sock.close()
         for slot in self.slots:
             if slot.pid:
                 os.kill(slot.pid, signal.SIGTERM)
@@ -160,8 +167,8 @@ def _serve(config: Config, logger: Any) -> int:
         load_s=round(time.perf_counter() - started, 3),
         **health.detail,
     )
-    sock = bind_socket(config.host, config.port)
-    host, port = sock.getsockname()[:2]
+    sockets = bind_sockets(config.host, config.port, config.workers)
+    host, port = sockets[0].getsockname()[:2]
     # Import the worker's modules before forking so every worker starts at once.
     import mab.worker  # noqa: F401
 
@@ -170,9 +177,10 @@ def _serve(config: Config, logger: Any) -> int:
         host=host,
         port=port,
         workers=config.workers,
+        sockets=len(sockets),
         config=_public(config),
     )
-    return Supervisor(config, sock, store).run()
+    return Supervisor(config, sockets, store).run()
 
 
 def _public(config: Config) -> dict[str, Any]:

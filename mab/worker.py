@@ -1,4 +1,4 @@
-"""One worker process: aiohttp on uvloop, serving the socket the parent bound."""
+"""One worker process: aiohttp on uvloop, serving a socket the parent bound."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from aiohttp import web
 from mab import log
 from mab.app import WorkerState, build_server
 from mab.config import Config
-from mab.listener import refuse_new_connections
+from mab.listener import accept_new_connections, refuse_new_connections
 from mab.store.base import FeatureStore
 
 _PR_SET_PDEATHSIG = 1
@@ -49,6 +49,7 @@ async def _serve(config: Config, sock: socket.socket, store: FeatureStore, slot:
         shutdown_timeout=config.graceful_timeout,
     )
     await runner.setup()
+    accept_new_connections(sock)
     await web.SockSite(runner, sock, backlog=1024).start()
     logger.info("worker started", worker=slot, pid=os.getpid(), samplers=config.samplers)
     await stop.wait()

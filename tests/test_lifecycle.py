@@ -47,6 +47,56 @@ def test_killed_worker_is_replaced_within_2s() -> None:
         assert any(e["event"] == "worker restarted" and e["pid"] == new for e in events)
 
 
+def _answering_workers(port: int, connections: int) -> list[str]:
+    """Open `connections` connections at once; the worker (its pid in hex, from the
+    request id) that answers one request on each."""
+    conns = [http.client.HTTPConnection(HOST, port, timeout=2) for _ in range(connections)]
+    try:
+        for conn in conns:
+            conn.connect()
+        answered = []
+        for conn in conns:
+            conn.request("GET", "/health")
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200
+            answered.append(response.getheader("X-Request-ID", "").split("-")[0])
+        return answered
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_connections_are_spread_over_the_workers() -> None:
+    """Each worker has its own SO_REUSEPORT socket, so the kernel spreads connections
+    by hash: of 64, each of 2 workers gets at least 12 (a binomial tail of ~1e-7)."""
+    with run_server() as server:
+        answered = _answering_workers(server.port, 64)
+        counts = {pid: answered.count(pid) for pid in set(answered)}
+        assert len(counts) == 2 and min(counts.values()) >= 12, counts
+        assert sum(e["event"] == "listening" and e["sockets"] == 2 for e in server.log_events())
+
+
+def test_worker_stopped_alone_is_replaced_and_accepts() -> None:
+    """SIGTERM one worker only: it drops SYNs on its socket while it drains; its
+    replacement must accept on that socket again, so no new connection hangs."""
+    with run_server() as server:
+        before = server.workers()
+        os.kill(before[0], signal.SIGTERM)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            now = server.workers()
+            if len(now) == 2 and before[0] not in now:
+                break
+            time.sleep(0.02)
+        now = server.workers()
+        assert len(now) == 2 and before[0] not in now
+        server.wait_for(200)
+        new = next(pid for pid in now if pid not in before)
+        answered = _answering_workers(server.port, 32)  # a dropped SYN: a 2 s timeout
+        assert f"{new:x}" in answered
+
+
 def test_sigterm_under_load_fails_no_request() -> None:
     """SIGTERM while clients are busy: every request the server took answers 200, the
     server stops accepting, and the parent exits 0 within the graceful timeout."""
@@ -163,9 +213,10 @@ def test_help_lists_the_flags() -> None:
 
 
 def test_port_in_use_is_a_clear_error() -> None:
-    """Binding a taken port fails start-up with exit 2 and says why."""
-    with run_server(workers=1) as server:
-        result = _serve("--port", str(server.port))
+    """Binding a taken port fails start-up with exit 2 and says why, also when the
+    server on it listens with SO_REUSEPORT (which would let a second one join)."""
+    with run_server() as server:
+        result = _serve("--port", str(server.port), "--workers", "2")
     assert result.returncode == 2
     assert "cannot listen on" in result.stderr
 

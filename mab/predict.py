@@ -15,7 +15,7 @@ from mab.store.embedded import EmbeddedStore
 
 @dataclass(slots=True)
 class Prediction:
-    body: bytes
+    body: bytes | bytearray
     items: int
     unknown: int
     fetch_s: float
@@ -41,15 +41,15 @@ def encode(
 
 def response_body(request: PredictRequest, ranked_items: bytes, unknown: int) -> bytes:
     """The /predict body around the ranked items array."""
-    return b"".join(
-        (
-            b'{"user_id":',
-            request.user_id_json,
-            b',"items":',
-            ranked_items,
-            b',"unknown":%d}' % unknown,
-        )
-    )
+    return b"".join((response_head(request), ranked_items, response_tail(unknown)))
+
+
+def response_head(request: PredictRequest) -> bytes:
+    return b'{"user_id":' + request.user_id_json + b',"items":'
+
+
+def response_tail(unknown: int) -> bytes:
+    return b',"unknown":%d}' % unknown
 
 
 class Predictor:
@@ -82,11 +82,11 @@ class Predictor:
 
     def _score_fused(self, request: PredictRequest, body: bytes, spans: Spans) -> Prediction:
         assert self._scorer is not None
-        ranked, unknown, fetch_s, sample_s, encode_s = self._scorer.score(
-            body, spans, request.top_k, request.seed
+        response, unknown, fetch_s, sample_s, encode_s = self._scorer.score(
+            body, spans, request.top_k, request.seed, head=response_head(request)
         )
-        body = response_body(request, ranked, unknown)
-        return Prediction(body, len(spans) // 2, unknown, fetch_s, sample_s, encode_s)
+        response += response_tail(unknown)
+        return Prediction(response, len(spans) // 2, unknown, fetch_s, sample_s, encode_s)
 
     async def _predict_in_stages(self, request: PredictRequest) -> Prediction:
         t0 = time.perf_counter()

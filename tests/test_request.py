@@ -162,7 +162,8 @@ def test_random_bodies_agree() -> None:
 
 def test_index_finds_every_catalog_id() -> None:
     """The native index maps each id to its row and anything else to the unknown row."""
-    ids = [f"item_{i:07d}" for i in range(5000)] + ["", "x", "a much longer id than the rest"]
+    # 40,000 ids: a 4 MB table, the size that asks for 2 MB pages.
+    ids = [f"item_{i:07d}" for i in range(40_000)] + ["", "x", "a much longer id than the rest"]
     index = IdIndex(ids)
     wanted = [*ids, "item_9999999", "item_000000", "X"]
     body = json.dumps({"items": wanted}).encode()
@@ -173,10 +174,70 @@ def test_index_finds_every_catalog_id() -> None:
     assert unknown == 3
 
 
-def test_index_rejects_repeated_ids() -> None:
-    """A catalog cannot hold one id twice."""
+def _lookup(index: IdIndex, wanted: list[str]) -> tuple[list[int], int]:
+    body = json.dumps({"items": wanted}).encode()
+    fast = parse_predict(body, len(wanted))
+    assert fast is not None
+    rows, unknown = index.lookup(body, fast.spans)
+    return rows.tolist(), unknown
+
+
+def test_index_compares_short_and_long_ids_exactly() -> None:
+    """Ids up to 16 bytes (kept in the slot) and longer ones (in a blob) are told apart
+    by every byte and by length, around each size where the comparison changes."""
+    ids = [""]
+    for n in range(1, 41):  # 1-3, 4-7, 8-16: key words read differently; 17 up: long
+        base = "a" * n
+        ids += [base] + [base[:i] + "b" + base[i + 1 :] for i in sorted({0, n // 2, n - 1})]
+    index = IdIndex(ids)
+    known = {arm: row for row, arm in enumerate(ids)}
+    # Unknown ids one byte or one length away from known ones, of every size.
+    strangers = [arm + "a" for arm in ids] + [arm.replace("a", "c", 1) for arm in ids]
+    wanted = [*ids, *strangers]
+    rows, unknown = _lookup(index, wanted)
+    assert rows == [known.get(arm, len(ids)) for arm in wanted]
+    assert unknown == sum(arm not in known for arm in wanted)
+
+
+def test_index_tells_ids_with_the_same_key_words_apart_by_length() -> None:
+    """'a' * 9 to 'a' * 16 read the same two words (as do 4-7 and 1-3 letters): in a
+    half-full table of such twins most probes pass one; 30 seeds."""
+    ids = ["a" * n for n in range(1, 17, 2)]
+    wanted = ["a" * n for n in range(20)]
+    expected = [ids.index(arm) if arm in ids else len(ids) for arm in wanted]
+    for _ in range(30):
+        assert _lookup(IdIndex(ids), wanted) == (expected, len(wanted) - len(ids))
+
+
+def test_index_agrees_with_a_dict() -> None:
+    """A catalog of random ids of 1-30 bytes over 3 letters (many near-twins), looked
+    up with known and unknown ids, maps exactly as a dict does."""
+    rnd = random.Random(7)
+    ids = list(
+        dict.fromkeys("".join(rnd.choices("xy~", k=rnd.randint(1, 30))) for _ in range(3000))
+    )
+    known = {arm: row for row, arm in enumerate(ids)}
+    index = IdIndex(ids)
+    wanted = [*rnd.sample(ids, 1000)]
+    wanted += ["".join(rnd.choices("xy~", k=rnd.randint(1, 30))) for _ in range(1000)]
+    rows, unknown = _lookup(index, wanted)
+    assert rows == [known.get(arm, len(ids)) for arm in wanted]
+    assert unknown == sum(arm not in known for arm in wanted)
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        ["a", "b", "a"],
+        ["", "x", ""],
+        ["0123456789abcdef", "0123456789abcdeF", "0123456789abcdef"],  # 16 bytes: inline
+        ["0123456789abcdefg", "x", "0123456789abcdefg"],  # 17: in the blob
+    ],
+)
+def test_index_rejects_repeated_ids(ids: list[str]) -> None:
+    """A catalog cannot hold one id twice, short or long."""
     with pytest.raises(ValueError, match="repeats"):
-        IdIndex(["a", "b", "a"])
+        IdIndex(ids)
 
 
 def test_items_read_as_strings() -> None:

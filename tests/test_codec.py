@@ -83,3 +83,80 @@ def test_rank_matches_a_stable_argsort(n: int, k: int | str | None) -> None:
     assert isinstance(top_k, int | None)
     expected = np.argsort(-scores, kind="stable")[:top_k]
     assert np.array_equal(rank(scores, top_k), expected)
+
+
+def unit_fractions() -> np.ndarray:
+    """~3.5 million doubles in [0.001, 1), weighted towards the hard cases."""
+    rng = np.random.default_rng(2024)
+    lowest, one = np.array([0.001, 1.0]).view(np.uint64)
+    random_bits = rng.integers(lowest, one, 1_000_000, dtype=np.uint64)
+    # Mantissas ending in zeros: short binary fractions, where ties to even occur.
+    short_bits = rng.integers(lowest, one, 500_000, dtype=np.uint64)
+    short_bits &= ~np.uint64(0) << rng.integers(0, 53, short_bits.size, dtype=np.uint64)
+    edges = np.array([0.001, 0.01, 0.1, 1.0] + [2.0**-k for k in range(1, 10)])
+    steps = np.arange(-1000, 1001, dtype=np.int64)
+    near_edges = (edges.view(np.int64)[:, None] + steps).ravel().view(np.float64)
+    # Decimals of 1..17 significant digits, with 0..2 leading zeros after the point.
+    digits = rng.integers(1, 18, 1_000_000)
+    mantissas = rng.integers(10 ** (digits - 1), 10**digits, dtype=np.uint64).tolist()
+    zeros = rng.integers(0, 3, digits.size).tolist()
+    decimals = [float(f"0.{'0' * z}{d}") for d, z in zip(mantissas, zeros, strict=True)]
+    return np.concatenate(
+        [
+            rng.uniform(0.001, 1, 500_000),
+            random_bits.view(np.float64),
+            short_bits.view(np.float64),
+            near_edges,
+            np.arange(1, 1_000_000) / 1e6,  # every decimal of up to 6 digits
+            np.array(decimals),
+        ]
+    )
+
+
+def test_unit_fractions_match_repr() -> None:
+    """Scores in [0.001, 1), the formatter's fast path, are written as repr writes them."""
+    # There repr and std::to_chars agree (the build before the fast path passes this
+    # too): "0.ddd", the fewest digits that parse back, the nearest of those.
+    scores = unit_fractions()
+    scores = scores[(scores >= 0.001) & (scores < 1)]
+    assert scores.size > 3_000_000
+    encoder = RankedEncoder()
+    chunk = 200_000
+    for start in range(0, scores.size, chunk):
+        part = scores[start : start + chunk]
+        out = encoder.encode([""] * part.size, part, np.arange(part.size))
+        expected = ",".join(f'{{"id":"","score":{x!r}}}' for x in part.tolist())
+        if out != f"[{expected}]".encode():
+            texts = [item.rsplit(b":", 1)[1].rstrip(b"}]").decode() for item in out.split(b"},")]
+            wrong = [(x, t) for x, t in zip(part.tolist(), texts, strict=True) if repr(x) != t]
+            pytest.fail(f"{len(wrong)} scores differ from repr, e.g. {wrong[:5]}")
+
+
+# What std::to_chars (libstdc++ 12) wrote for these before the fast path, kept since:
+# exponent form when shorter (unlike repr: 0.0005, 1e+05), ".0" after integers.
+TO_CHARS_OUTSIDE = [
+    (0.0, "0.0"),
+    (-0.0, "-0.0"),
+    (1.0, "1.0"),
+    (2.0, "2.0"),
+    (12345.0, "12345.0"),
+    (1e5, "1e+05"),
+    (1.5, "1.5"),
+    (5e-324, "5e-324"),
+    (2.5e-7, "2.5e-07"),
+    (1e-5, "1e-05"),
+    (0.0005, "5e-04"),
+    (0.0009999, "0.0009999"),
+    (0.0009999999999999998, "0.0009999999999999998"),
+    (-0.5, "-0.5"),
+    (float("inf"), "inf"),  # not JSON, and never sampled: here for the ".0" check
+    (float("nan"), "nan"),
+]
+
+
+def test_scores_outside_the_fast_path() -> None:
+    """Scores outside [0.001, 1) keep std::to_chars's output, ".0" after integers."""
+    scores = np.array([score for score, _ in TO_CHARS_OUTSIDE])
+    out = RankedEncoder().encode([""] * scores.size, scores, np.arange(scores.size))
+    expected = ",".join(f'{{"id":"","score":{text}}}' for _, text in TO_CHARS_OUTSIDE)
+    assert out == f"[{expected}]".encode()

@@ -85,6 +85,22 @@ def test_rank_matches_a_stable_argsort(n: int, k: int | str | None) -> None:
     assert np.array_equal(rank(scores, top_k), expected)
 
 
+@pytest.mark.parametrize("n", [64, 4000])
+def test_rank_orders_scores_equal_in_their_high_bits(n: int) -> None:
+    """Neighbouring doubles (equal but for the last mantissa bits, which the radix
+    passes do not look at), exact ties, negatives and infinities: still the stable
+    descending argsort."""
+    rng = np.random.default_rng(n)
+    base = np.array([0.3, 0.7, 1e-300, -0.5, 2.0**-1022])
+    steps = rng.integers(-3000, 3000, n)
+    scores = (base[rng.integers(0, base.size, n)].view(np.int64) + steps).view(np.float64)
+    scores[::7] = scores[1]
+    scores[:3] = [np.inf, -np.inf, 0.0]
+    expected = np.argsort(-scores, kind="stable")
+    assert np.array_equal(rank(scores, None), expected)
+    assert np.array_equal(rank(scores, n // 2), expected[: n // 2])
+
+
 def unit_fractions() -> np.ndarray:
     """~3.5 million doubles in [0.001, 1), weighted towards the hard cases."""
     rng = np.random.default_rng(2024)

@@ -191,27 +191,42 @@ struct Keyed {
     }
 };
 
-// LSD radix sort on 8-bit digits, stable, so equal keys keep index order. One
-// pass counts every digit; digits that are the same in every key (the sign and
-// most exponent bits of scores in (0, 1)) are skipped: ~5 passes instead of 8.
-void radix_sort(std::vector<Keyed> &items, std::vector<Keyed> &scratch) {
-    const size_t n = items.size();
+// Sorting 4,000 scores was ~7% of a /predict's CPU, so the radix sort moves 8-byte
+// items: the high 32 bits of the key with the index below them. Stable LSD passes
+// over those 4 key bytes only; a byte that is the same in every key (the sign and
+// most of the exponent of scores in (0, 1)) is skipped, so 3 passes. Keys equal in
+// their high half (a few pairs a request: they share 20 bits of mantissa) are then
+// put in full key order, and the result is the same as sorting Keyed.
+void radix_sort(const double *scores, size_t n, std::vector<uint64_t> &items,
+                std::vector<uint64_t> &scratch) {
+    items.resize(n);
     scratch.resize(n);
-    size_t counts[8][256] = {};
-    for (const Keyed &item : items) {
-        for (int d = 0; d < 8; ++d) ++counts[d][(item.key >> (8 * d)) & 0xff];
+    size_t counts[4][256] = {};
+    for (size_t i = 0; i < n; ++i) {
+        items[i] = (descending_key(scores[i]) & 0xffffffff00000000ULL) | i;
+        for (int d = 0; d < 4; ++d) ++counts[d][(items[i] >> (32 + 8 * d)) & 0xff];
     }
-    for (int d = 0; d < 8; ++d) {
-        const int shift = 8 * d;
-        if (counts[d][(items[0].key >> shift) & 0xff] == n) continue;  // one digit value
+    for (int d = 0; d < 4; ++d) {
+        const int shift = 32 + 8 * d;
+        if (counts[d][(items[0] >> shift) & 0xff] == n) continue;  // one digit value
         size_t position = 0;
         for (size_t &count : counts[d]) {
             const size_t c = count;
             count = position;
             position += c;
         }
-        for (const Keyed &item : items) scratch[counts[d][(item.key >> shift) & 0xff]++] = item;
+        for (const uint64_t item : items) scratch[counts[d][(item >> shift) & 0xff]++] = item;
         items.swap(scratch);
+    }
+    const auto full_order = [scores](uint64_t a, uint64_t b) {
+        return Keyed{descending_key(scores[a & 0xffffffff]), a & 0xffffffff} <
+               Keyed{descending_key(scores[b & 0xffffffff]), b & 0xffffffff};
+    };
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        while (j < n && (items[j] >> 32) == (items[i] >> 32)) ++j;
+        if (j - i > 1) std::sort(items.begin() + i, items.begin() + j, full_order);
+        i = j;
     }
 }
 
@@ -219,7 +234,17 @@ void radix_sort(std::vector<Keyed> &items, std::vector<Keyed> &scratch) {
 
 extern "C" int mab_rank(const double *scores, size_t n, size_t k, int64_t *order) {
     if (k > n) return -1;
-    thread_local std::vector<Keyed> items, scratch;
+    if (k >= n / 8 && n >= 64 && n <= 0xffffffff) {  // most of the items: radix sort
+        thread_local std::vector<uint64_t> packed, scratch;
+        try {
+            radix_sort(scores, n, packed, scratch);
+        } catch (const std::bad_alloc &) {
+            return -1;
+        }
+        for (size_t r = 0; r < k; ++r) order[r] = static_cast<int64_t>(packed[r] & 0xffffffff);
+        return 0;
+    }
+    thread_local std::vector<Keyed> items;
     try {
         items.resize(n);
     } catch (const std::bad_alloc &) {
@@ -229,14 +254,8 @@ extern "C" int mab_rank(const double *scores, size_t n, size_t k, int64_t *order
     if (k < n / 8) {  // a short top-k: select, then sort only those
         std::nth_element(items.begin(), items.begin() + k, items.end());
         std::sort(items.begin(), items.begin() + k);
-    } else if (n < 64) {
-        std::sort(items.begin(), items.end());
     } else {
-        try {
-            radix_sort(items, scratch);
-        } catch (const std::bad_alloc &) {
-            return -1;
-        }
+        std::sort(items.begin(), items.end());
     }
     for (size_t r = 0; r < k; ++r) order[r] = static_cast<int64_t>(items[r].index);
     return 0;

@@ -160,6 +160,104 @@ def test_random_bodies_agree() -> None:
     assert fast_count > 2000  # the generator does reach the fast path
 
 
+# The string scan goes 16 bytes a step while 16 bytes remain, then byte by byte, so
+# the cases below put each byte that matters at every offset 0..40 of a string (across
+# the 16- and 32-byte steps), and each string both far from the end of the body and
+# near it. Under the sanitizer pass (PYTHONMALLOC=malloc) a read past a body's end
+# is an error.
+
+# Not plain: the fast path must hand any string holding one of these back.
+NOT_PLAIN = {
+    "quote": b'"',  # ends the string early: the body is invalid
+    "escape": b"\\n",
+    "nul": b"\x00",
+    "control": b"\x1f",
+    "utf8": "é".encode(),
+    "high": b"\x80",  # invalid UTF-8
+    "ff": b"\xff",
+}
+PLAIN_EDGES = b" !#/[]{}:,~\x7f"  # the bytes next to the special ones, and JSON's own
+
+_FILLER = b", ".join([b'"item_0001234"'] * 4)
+
+
+def _placements(literal: bytes) -> list[bytes]:
+    """Bodies with a string literal as the first id (a long run after it), the last
+    id (the byte-wise tail), and the user_id that ends the body."""
+    return [
+        b'{"items": [' + literal + b", " + _FILLER + b"]}",
+        b'{"items": [' + _FILLER + b", " + literal + b"]}",
+        b'{"items": [' + _FILLER + b'], "user_id": ' + literal + b"}",
+    ]
+
+
+def assert_agrees(body: bytes) -> bool:
+    """The fast path either hands the body back or reads what the general parser
+    reads; True when it took it."""
+    fast = parse_predict(body, 50)
+    slow = general(body)
+    if fast is None:
+        return False
+    assert isinstance(slow, PredictRequest), body
+    assert_same(parse_request(body, 50), slow)
+    return True
+
+
+@pytest.mark.parametrize("name", NOT_PLAIN)
+def test_special_byte_at_every_offset_falls_back(name: str) -> None:
+    """A quote, escape, control or non-ASCII byte at offsets 0..40 of a string, with
+    plain bytes before and after it, always sends the body to the general parser."""
+    for offset in range(41):
+        literal = b'"' + b"a" * offset + NOT_PLAIN[name] + b"b" * 20 + b'"'
+        for body in _placements(literal):
+            assert parse_predict(body, 50) is None, body
+            assert assert_agrees(body) is False
+
+
+def test_plain_strings_of_every_length_agree() -> None:
+    """Strings of 0..40 plain bytes, which close at every offset of a 16- or 32-byte
+    step (exactly at its end too), and with 0..17 bytes left after the closing
+    quote, are read as the general parser reads them."""
+    edges = PLAIN_EDGES.decode()
+    for length in range(41):
+        text = "".join(edges[i % len(edges)] for i in range(length)).encode()
+        for body in _placements(b'"' + text + b'"'):
+            assert assert_agrees(body), body
+        for pad in range(18):
+            assert assert_agrees(b'{"items": ["' + text + b'"]' + b" " * pad + b"}")
+            assert assert_agrees(b'{"items": ["x"], "user_id": "' + text + b'"' + b" " * pad + b"}")
+
+
+def test_separators_agree() -> None:
+    """The separators between ids, common (", " and ",") and not, read alike."""
+    for sep in [b",", b", ", b" ,", b" , ", b",\n  ", b",  ", b"\t,\t", b",,", b", ]", b" "]:
+        for ids in [[b'"a"', b'"b"'], [b'"item_0001234"'] * 3, [b'""', b'""']]:
+            assert_agrees(b'{"items": [' + sep.join(ids) + b"]}")
+    assert parse_predict(b'{"items": ["a",   "b"]}', 50) is not None
+    assert parse_predict(b'{"items": ["a",,"b"]}', 50) is None
+
+
+def test_truncated_bodies_fall_back() -> None:
+    """Every prefix of a body with ids of many lengths (cut inside a string, right
+    after one, or between them) goes to the general parser, which rejects it."""
+    ids = ["x" * n for n in (0, 1, 12, 15, 16, 17, 31, 32, 33, 40)]
+    body = json.dumps({"items": ids, "user_id": "u" * 20}).encode()
+    assert assert_agrees(body)
+    for cut in range(len(body)):
+        assert parse_predict(body[:cut], 50) is None, body[:cut]
+        assert not isinstance(general(body[:cut]), PredictRequest)
+
+
+def test_every_byte_replaced_agrees() -> None:
+    """Each byte of a body replaced by each special byte: the fast path hands it back
+    or reads what the general parser reads."""
+    ids = ["item_0001234", "x" * 15, "y" * 16, "z" * 33]
+    body = json.dumps({"items": ids, "user_id": "user_1"}).encode()
+    for i in range(len(body)):
+        for byte in [*NOT_PLAIN.values(), b" ", b",", b"]"]:
+            assert_agrees(body[:i] + byte + body[i + 1 :])
+
+
 def test_index_finds_every_catalog_id() -> None:
     """The native index maps each id to its row and anything else to the unknown row."""
     # 40,000 ids: a 4 MB table, the size that asks for 2 MB pages.

@@ -11,9 +11,43 @@
 
 #include <sys/mman.h>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 namespace {
 
 // ---------------------------------------------------------------- parser
+
+// The '"' that ends a plain string whose text starts at s, or nullptr when a '\\',
+// a byte < 0x20 or >= 0x80 (or end) comes first. 16 bytes a step while 16 remain
+// (SSE2 is in every x86-64, so no dispatch; 32-byte AVX2 steps measured 10% slower
+// on 12-byte ids), then one at a time: nothing is read at or past end.
+inline const char *closing_quote(const char *s, const char *end) {
+#ifdef __SSE2__
+    const __m128i quote = _mm_set1_epi8('"');
+    const __m128i backslash = _mm_set1_epi8('\\');
+    const __m128i space = _mm_set1_epi8(0x20);
+    for (; end - s >= 16; s += 16) {
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(s));
+        const unsigned quotes = static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, quote)));
+        // Signed compare: bytes >= 0x80 are negative, so this flags them too.
+        const unsigned others = static_cast<unsigned>(_mm_movemask_epi8(
+            _mm_or_si128(_mm_cmpeq_epi8(v, backslash), _mm_cmplt_epi8(v, space))));
+        if ((quotes | others) == 0) continue;
+        // Plain iff no other special byte before the first quote.
+        const unsigned first_quote = quotes & (0u - quotes);
+        if (quotes == 0 || (others & (first_quote - 1)) != 0) return nullptr;
+        return s + __builtin_ctz(quotes);
+    }
+#endif
+    for (; s < end; ++s) {
+        const unsigned char c = static_cast<unsigned char>(*s);
+        if (c == '"') return s;
+        if (c == '\\' || c < 0x20 || c >= 0x80) return nullptr;
+    }
+    return nullptr;
+}
 
 constexpr int kMaxDepth = 32;
 
@@ -45,17 +79,14 @@ struct Parser {
     // A string of printable ASCII without escapes, p at its opening quote; on
     // success [*from, *to) spans it, quotes included.
     bool plain_string(size_t *from, size_t *to) {
-        if (!eat('"')) return false;
-        const char *start = p - 1;
-        for (;;) {
-            if (p >= end) return false;
-            const unsigned char c = static_cast<unsigned char>(*p);
-            if (c == '"') break;
-            if (c == '\\' || c < 0x20 || c >= 0x80) return false;
-            ++p;
-        }
-        ++p;
-        *from = static_cast<size_t>(start - begin);
+        // A local: `in` lives in memory (value() takes its address), and reloading p
+        // would lengthen the chain from one id to the next.
+        const char *s = p;
+        if (s >= end || *s != '"') return false;
+        const char *close = closing_quote(s + 1, end);
+        if (close == nullptr) return false;
+        p = close + 1;
+        *from = static_cast<size_t>(s - begin);
         *to = static_cast<size_t>(p - begin);
         return true;
     }
@@ -172,13 +203,26 @@ bool parse_items(Parser &in, size_t max_items, size_t *spans, size_t spans_cap, 
     in.skip_ws();
     if (in.eat(']')) return false;  // empty: the general parser words the error
     for (;;) {
-        in.skip_ws();
         if (n >= max_items || 2 * n + 2 > spans_cap) return false;
         if (!in.plain_string(&spans[2 * n], &spans[2 * n + 1])) return false;
         ++n;
+        // The usual separators, ", " and ",", straight to the next quote; the
+        // rest the long way, which reads these alike.
+        const char *q = in.p;
+        if (in.end - q >= 3 && q[0] == ',') {
+            if (q[1] == '"') {
+                in.p = q + 1;
+                continue;
+            }
+            if (q[1] == ' ' && q[2] == '"') {
+                in.p = q + 2;
+                continue;
+            }
+        }
         in.skip_ws();
         if (in.eat(']')) break;
         if (!in.eat(',')) return false;
+        in.skip_ws();
     }
     *count = n;
     return true;

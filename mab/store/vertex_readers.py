@@ -21,6 +21,13 @@ from typing import Any, Protocol
 # stderr, outside our JSON logs: keep its errors only, unless the operator set a level.
 # It reads this once, when grpc is imported.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+# grpcio >= 1.80 reads sockets on EventEngine threads and hands every message on to
+# the completion-queue thread: one more thread hop per streamed message. The older
+# client socket layer reads on the queue's own thread: process CPU per 100 ids of
+# the legacy stream 8.3-10.7 -> 5.9-6.5 ms (bench/RESULTS.md, section 5). It is an
+# experiment flag gRPC will drop in a later release (then ignored, with a log line):
+# re-measure when upgrading grpcio. An operator's GRPC_EXPERIMENTS wins.
+os.environ.setdefault("GRPC_EXPERIMENTS", "-event_engine_client")
 
 import grpc
 

@@ -20,6 +20,7 @@ import pytest
 from mab.errors import StartupError, StoreFailed, StoreTimeout
 from mab.fake_vertex import FakeVertex, Faults
 from mab.store.vertex import VertexFeaturestoreStore, VertexOnlineStore, regional_endpoint
+from mab.store.vertex_readers import FeaturestoreReader
 from tests.vertex_support import (
     ARMS,
     ENTITY_TYPE,
@@ -402,3 +403,12 @@ def test_features_are_contiguous_float_arrays() -> None:
             assert array.dtype == np.float64 and array.flags.c_contiguous
 
     run(fetch())
+
+
+def test_a_message_that_does_not_parse_fails_the_fetch() -> None:
+    """The legacy reader parses its messages after the stream: bytes that are not a
+    ReadFeatureValuesResponse are an upstream failure (502), not an internal error."""
+    config = vertex_config("featurestore", "127.0.0.1:1")
+    reader = FeaturestoreReader(config, "127.0.0.1:1")
+    with pytest.raises(StoreFailed, match="does not parse"):
+        reader._counts([b"\x0a\xff\xff"])  # field 1, a length past the end

@@ -30,6 +30,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 os.environ.setdefault("GRPC_EXPERIMENTS", "-event_engine_client")
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from mab.config import VertexConfig
 from mab.errors import HTTPError, StoreFailed, StoreTimeout
@@ -191,17 +192,23 @@ class FeaturestoreReader:
         if not messages:
             return found
         parse = self._response_type.FromString
-        si, fi = self._columns(parse(messages[0]))  # the first carries only the header
-        width = max(si, fi)
-        success, failure = self._features
-        for message in messages[1:]:
-            view = parse(message).entity_view
-            cells = view.data
-            # An empty cell (unknown entity) has no value, yet reads 0: check presence.
-            if len(cells) > width:
-                s, f = cells[si], cells[fi]
-                if s.HasField("value") and f.HasField("value"):
-                    found[view.entity_id] = (_number(s.value, success), _number(f.value, failure))
+        try:
+            si, fi = self._columns(parse(messages[0]))  # the first carries only the header
+            width = max(si, fi)
+            success, failure = self._features
+            for message in messages[1:]:
+                view = parse(message).entity_view
+                cells = view.data
+                # An empty cell (unknown entity) has no value, yet reads 0: check presence.
+                if len(cells) > width:
+                    s, f = cells[si], cells[fi]
+                    if s.HasField("value") and f.HasField("value"):
+                        found[view.entity_id] = (
+                            _number(s.value, success),
+                            _number(f.value, failure),
+                        )
+        except DecodeError as error:
+            raise StoreFailed(f"{self.api} sent a message that does not parse: {error}") from None
         return found
 
 

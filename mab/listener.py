@@ -44,16 +44,17 @@ def bind_sockets(host: str, port: int, count: int, backlog: int = 1024) -> list[
     """`count` non-blocking listening sockets on one port, one per worker, or a
     single shared one when there is one worker or no SO_REUSEPORT."""
     if count < 2 or not hasattr(socket, "SO_REUSEPORT"):
-        return [_bind(host, port, backlog, reuse_port=False)]
+        return [_listen(_bind(host, port, reuse_port=False), backlog)]
     # SO_REUSEPORT would also let a second server bind this port and silently take
     # half its connections: claim the port without it first, so that is an error.
-    probe = _bind(host, port, backlog=0, reuse_port=False)
+    # Bound only, never listening: no client can be accepted, then reset, by it.
+    probe = _bind(host, port, reuse_port=False)
     port = probe.getsockname()[1]  # the port the kernel chose, for port 0
     probe.close()
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
-            sockets.append(_bind(host, port, backlog, reuse_port=True))
+            sockets.append(_listen(_bind(host, port, reuse_port=True), backlog))
     except StartupError:
         for sock in sockets:
             sock.close()
@@ -61,7 +62,7 @@ def bind_sockets(host: str, port: int, count: int, backlog: int = 1024) -> list[
     return sockets
 
 
-def _bind(host: str, port: int, backlog: int, reuse_port: bool) -> socket.socket:
+def _bind(host: str, port: int, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -72,6 +73,10 @@ def _bind(host: str, port: int, backlog: int, reuse_port: bool) -> socket.socket
     except OSError as exc:
         sock.close()
         raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
+def _listen(sock: socket.socket, backlog: int) -> socket.socket:
     sock.listen(backlog)
     sock.setblocking(False)
     return sock

@@ -6,10 +6,11 @@ import time
 from dataclasses import dataclass
 
 from mab.config import Config
+from mab.lane import InlineLane
 from mab.native.codec import RankedEncoder, Rows, Spans, rank
 from mab.request import PredictRequest
 from mab.sampling import SamplerPool
-from mab.store.base import FeatureStore, FloatArray
+from mab.store.base import Features, FeatureStore, FloatArray
 from mab.store.embedded import EmbeddedStore
 
 
@@ -59,6 +60,10 @@ class Predictor:
     (`EmbeddedScorer`) that does the same steps with the same results (seeded draws
     are keyed either way): at 400 ids the server went from 1.32x to 1.61x the Go
     peer's requests/s (bench/RESULTS.md). Everything else takes the stages below.
+
+    The part of a request that runs on the event loop thread (the fused call, or
+    inline sampling, rank and encode) goes through the worker's `InlineLane`: in
+    arrival order, about a loop turn's worth at a time.
     """
 
     def __init__(self, config: Config, store: FeatureStore, samplers: SamplerPool) -> None:
@@ -68,6 +73,7 @@ class Predictor:
         self._samplers = samplers
         self._encoder = RankedEncoder()  # used on the event loop thread only
         self._inline_max = config.inline_max
+        self._lane = InlineLane()
         self._scorer = (
             store.scorer(config.prior_alpha, config.prior_beta)
             if isinstance(store, EmbeddedStore)
@@ -77,7 +83,7 @@ class Predictor:
     async def predict(self, request: PredictRequest) -> Prediction:
         items = request.items
         if self._scorer is not None and items.spans is not None and len(items) <= self._inline_max:
-            return self._score_fused(request, items.body, items.spans)
+            return await self._lane.run(self._score_fused, request, items.body, items.spans)
         return await self._predict_in_stages(request)
 
     def _score_fused(self, request: PredictRequest, body: bytes, spans: Spans) -> Prediction:
@@ -92,11 +98,34 @@ class Predictor:
         t0 = time.perf_counter()
         features = await self._store.fetch(request.items)
         t1 = time.perf_counter()
+        if len(request.items) <= self._inline_max:
+            return await self._lane.run(self._finish_inline, request, features, t1 - t0)
         alpha = features.successes + self._prior_alpha
         beta = features.failures + self._prior_beta
-        scores = await self._samplers.sample(alpha, beta, request.seed)
+        scores = await self._samplers.sample(alpha, beta, request.seed)  # on the actors
         t2 = time.perf_counter()
+        return self._finish(request, features, scores, t1 - t0, t2 - t1)
+
+    def _finish_inline(
+        self, request: PredictRequest, features: Features, fetch_s: float
+    ) -> Prediction:
+        started = time.perf_counter()
+        alpha = features.successes + self._prior_alpha
+        beta = features.failures + self._prior_beta
+        scores = self._samplers.sample_inline(alpha, beta, request.seed)
+        return self._finish(request, features, scores, fetch_s, time.perf_counter() - started)
+
+    def _finish(
+        self,
+        request: PredictRequest,
+        features: Features,
+        scores: FloatArray,
+        fetch_s: float,
+        sample_s: float,
+    ) -> Prediction:
+        """Rank and encode."""
+        started = time.perf_counter()
         order = rank(scores, request.top_k)
         body = encode(self._encoder, request, scores, order, features.unknown)
-        t3 = time.perf_counter()
-        return Prediction(body, len(request.items), features.unknown, t1 - t0, t2 - t1, t3 - t2)
+        encode_s = time.perf_counter() - started
+        return Prediction(body, len(request.items), features.unknown, fetch_s, sample_s, encode_s)

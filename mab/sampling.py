@@ -102,13 +102,19 @@ class SamplerPool:
     def _job_done(self, _: asyncio.Future[None]) -> None:
         self._pending -= 1
 
+    def sample_inline(self, alpha: FloatArray, beta: FloatArray, seed: int | None) -> FloatArray:
+        """One Beta(alpha[i], beta[i]) draw per item, on the calling (loop) thread."""
+        out = np.empty(len(alpha), dtype=np.float64)
+        _draw(self._inline, alpha, beta, out, seed, 0)
+        return out
+
     async def sample(self, alpha: FloatArray, beta: FloatArray, seed: int | None) -> FloatArray:
-        """One Beta(alpha[i], beta[i]) draw per item."""
+        """One Beta(alpha[i], beta[i]) draw per item: inline up to `inline_max`
+        items, else in chunks on the actors."""
         n = len(alpha)
-        out = np.empty(n, dtype=np.float64)
         if n <= self._inline_max or not self._threads:
-            _draw(self._inline, alpha, beta, out, seed, 0)
-            return out
+            return self.sample_inline(alpha, beta, seed)
+        out = np.empty(n, dtype=np.float64)
         chunks = range(0, n, self._chunk)
         if self._pending + len(chunks) > self._max_queue:
             raise Overloaded("sampler queue is full, retry later")

@@ -274,6 +274,30 @@ inline char *write_score(char *p, double score) {
     return write_score_general(p, score);
 }
 
+// memcpy(dst, src, n) for an id literal (n >= 2: quotes included) without the libc
+// call (~0.7 ns of ~18 an item): two overlapping copies of 8 or 16 bytes cover
+// 8..32 bytes and read only [src, src + n), as the id may end where the request
+// body does.
+inline void copy_id(char *dst, const char *src, size_t n) {
+    if (n >= 8 && n <= 32) {
+        if (n <= 16) {
+            uint64_t head, tail;
+            std::memcpy(&head, src, 8);
+            std::memcpy(&tail, src + n - 8, 8);
+            std::memcpy(dst, &head, 8);
+            std::memcpy(dst + n - 8, &tail, 8);
+        } else {
+            char head[16], tail[16];
+            std::memcpy(head, src, 16);
+            std::memcpy(tail, src + n - 16, 16);
+            std::memcpy(dst, head, 16);
+            std::memcpy(dst + n - 16, tail, 16);
+        }
+    } else {
+        std::memcpy(dst, src, n);
+    }
+}
+
 // A key whose unsigned order is the descending order of the double: the IEEE bits
 // made monotonic (flip all bits of negatives, the sign bit of the rest), inverted.
 inline uint64_t descending_key(double x) {
@@ -384,7 +408,7 @@ extern "C" ptrdiff_t mab_encode_ranked_spans(const char *src, const size_t *span
         if (r > 0) *p++ = ',';
         std::memcpy(p, kOpen, sizeof(kOpen) - 1);
         p += sizeof(kOpen) - 1;
-        std::memcpy(p, src + begin, end - begin);
+        copy_id(p, src + begin, end - begin);
         p += end - begin;
         std::memcpy(p, kScore, sizeof(kScore) - 1);
         p += sizeof(kScore) - 1;

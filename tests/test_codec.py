@@ -72,6 +72,14 @@ def test_bad_input_raises() -> None:
         encoder.encode(["a", "b"], np.array([0.5, 0.2]), np.array([0, 2]))
 
 
+def test_empty_order_is_an_empty_array() -> None:
+    """k = 0 writes `[]` (the encoder opens the first item with `[`, the others with `},`)."""
+    encoder = RankedEncoder()
+    assert encoder.encode(["a"], np.array([0.5]), np.array([], dtype=np.int64)) == b"[]"
+    spans = np.array([0, 3], dtype=np.uint64)
+    assert encoder.encode_spans(b'"a"', spans, np.array([0.5]), np.array([], dtype=np.int64)) == b"[]"
+
+
 def test_ids_of_every_length_ending_the_body() -> None:
     """Id literals are copied in overlapping 8- and 16-byte pieces: every length comes
     out intact, and the copy reads nothing past an id that ends the body (the ASan

@@ -397,7 +397,17 @@ extern "C" ptrdiff_t mab_encode_ranked_spans(const char *src, const size_t *span
     if (k > n) return -1;
     char *p = out;
     const char *limit = out + out_cap;
-    *p++ = '[';
+    // The constant parts as whole-word stores: `},{"id":` (`[{"id":` first) before
+    // each id, 16 bytes from `,"score":` after it (the score overwrites the rest).
+    char first[8], next[8], score_key[16] = {};
+    std::memcpy(first, "[{\"id\":", 8);
+    std::memcpy(next, "},{\"id\":", 8);
+    std::memcpy(score_key, kScore, sizeof(kScore) - 1);
+    if (k == 0) {
+        if (limit - p < 2) return -1;
+        std::memcpy(p, "[]", 2);
+        return 2;
+    }
     for (size_t r = 0; r < k; ++r) {
         const int64_t i = order[r];
         if (i < 0 || static_cast<size_t>(i) >= n) return -1;
@@ -405,20 +415,18 @@ extern "C" ptrdiff_t mab_encode_ranked_spans(const char *src, const size_t *span
         if (static_cast<size_t>(limit - p) < end - begin + sizeof(kOpen) + sizeof(kScore) + kMaxDouble + 4) {
             return -1;
         }
-        if (r > 0) *p++ = ',';
-        std::memcpy(p, kOpen, sizeof(kOpen) - 1);
-        p += sizeof(kOpen) - 1;
+        std::memcpy(p, r > 0 ? next : first, 8);
+        p += r > 0 ? 8 : 7;
         copy_id(p, src + begin, end - begin);
         p += end - begin;
-        std::memcpy(p, kScore, sizeof(kScore) - 1);
+        std::memcpy(p, score_key, 16);
         p += sizeof(kScore) - 1;
         p = write_score(p, scores[i]);
         if (p == nullptr) return -1;
-        *p++ = '}';
     }
-    if (p >= limit) return -1;
-    *p++ = ']';
-    return p - out;
+    if (limit - p < 2) return -1;
+    std::memcpy(p, "}]", 2);
+    return p + 2 - out;
 }
 
 extern "C" ptrdiff_t mab_encode_ranked(const char *ids_json, size_t ids_json_len, size_t n,

@@ -72,6 +72,36 @@ def test_bad_input_raises() -> None:
         encoder.encode(["a", "b"], np.array([0.5, 0.2]), np.array([0, 2]))
 
 
+def test_empty_order_is_an_empty_array() -> None:
+    """k = 0 writes `[]` (the encoder opens the first item with `[`, the others with `},`)."""
+    encoder = RankedEncoder()
+    assert encoder.encode(["a"], np.array([0.5]), np.array([], dtype=np.int64)) == b"[]"
+    spans = np.array([0, 3], dtype=np.uint64)
+    assert encoder.encode_spans(b'"a"', spans, np.array([0.5]), np.array([], dtype=np.int64)) == b"[]"
+
+
+def test_ids_of_every_length_ending_the_body() -> None:
+    """Id literals are copied in overlapping 8- and 16-byte pieces: every length comes
+    out intact, and the copy reads nothing past an id that ends the body (the ASan
+    build of test-native-debug checks that)."""
+    encoder = RankedEncoder()
+    for length in range(41):
+        text = "".join(chr(ord("a") + i % 26) for i in range(length))
+        alone = orjson.dumps(text)  # the body ends at the id's closing quote
+        spans = np.array([0, len(alone)], dtype=np.uint64)
+        out = encoder.encode_spans(alone, spans, np.array([0.25]), np.array([0]))
+        assert out == b'[{"id":' + alone + b',"score":0.25}]'
+    ids = ["".join(chr(ord("A") + (i + n) % 26) for i in range(n)) for n in range(41)]
+    literals = [orjson.dumps(text) for text in ids]
+    body = b"".join(literals)  # no separators: each id ends where the next begins
+    ends = np.cumsum([len(literal) for literal in literals])
+    spans = np.stack([ends - [len(literal) for literal in literals], ends], axis=1).ravel()
+    scores = np.linspace(0.9, 0.01, len(ids))
+    order = np.arange(len(ids))[::-1]
+    out = encoder.encode_spans(body, spans.astype(np.uint64), scores, order)
+    assert orjson.loads(out) == reference(ids, scores, order)
+
+
 @pytest.mark.parametrize("n", [1, 7, 64, 400, 4000])
 @pytest.mark.parametrize("k", [None, 1, 3, "half"])
 def test_rank_matches_a_stable_argsort(n: int, k: int | str | None) -> None:

@@ -176,7 +176,8 @@ char *write_score(char *p, double score) {
 
 // A key whose unsigned order is the descending order of the double: the IEEE bits
 // made monotonic (flip all bits of negatives, the sign bit of the rest), inverted.
-// Branch-free, so the loops over all scores vectorize.
+// Branch-free, so the loop building the radix items vectorizes (~1 us of 18 at
+// 4,000 scores).
 inline uint64_t descending_key(double x) {
     uint64_t bits;
     std::memcpy(&bits, &x, sizeof bits);
@@ -196,8 +197,6 @@ inline bool ranks_before(const double *scores, uint64_t a, uint64_t b) {
     return Keyed{descending_key(scores[a]), a} < Keyed{descending_key(scores[b]), b};
 }
 
-inline int bit_width(uint64_t x) { return x ? 64 - __builtin_clzll(x) : 0; }
-
 // How many leading key bits are the same in every score (64: all keys equal). For
 // scores in (0, 1) that is the sign and most of the exponent, ~8 bits. The raw bits
 // give the same count as the keys: scores of one sign differ in the same bits either
@@ -211,6 +210,21 @@ int constant_key_bits(const double *scores, size_t n) {
         diff |= bits ^ first;
     }
     return diff ? __builtin_clzll(diff) : 64;
+}
+
+// Exclusive prefix sums over a multiple of 4 buckets, a block of 4 at a time so that
+// one add per block is serial, not one per bucket (~1 us of 18 at 4,000 scores).
+template <class Count>
+void exclusive_sums(Count *counts, size_t size) {
+    Count position = 0;
+    for (size_t b = 0; b < size; b += 4) {
+        const Count c0 = counts[b], c1 = counts[b + 1], c2 = counts[b + 2], c3 = counts[b + 3];
+        counts[b] = position;
+        counts[b + 1] = position + c0;
+        counts[b + 2] = position + c0 + c1;
+        counts[b + 3] = position + c0 + c1 + c2;
+        position += c0 + c1 + c2 + c3;
+    }
 }
 
 struct RankScratch {
@@ -251,29 +265,20 @@ void radix_rank(const double *scores, size_t n, size_t k, int64_t *order, RankSc
     uint64_t *high = s.high_counts.data();
     for (size_t i = 0; i < n; ++i)
         items[i] = ((descending_key(scores[i]) << constant) & ~kIndexMask) | i;
-    // Counting in a loop of its own is faster than in the loop above.
+    // Counting in a loop of its own is faster than in the loop above (~2 us).
     for (size_t i = 0; i < n; ++i) {
         ++low[(items[i] >> kLowShift) & kDigitMask];
         ++high[items[i] >> kHighShift];
     }
     if (low[(items[0] >> kLowShift) & kDigitMask] != n) {  // else all one low digit
-        uint32_t position = 0;
-        for (size_t b = 0; b < kBuckets; ++b) {
-            const uint32_t count = low[b];
-            low[b] = position;
-            position += count;
-        }
-        for (size_t i = 0; i < n; ++i) other[low[(items[i] >> kLowShift) & kDigitMask]++] = items[i];
+        exclusive_sums(low, kBuckets);
+        for (size_t i = 0; i < n; ++i)
+            other[low[(items[i] >> kLowShift) & kDigitMask]++] = items[i];
         std::swap(items, other);
     }
     // A high bucket's counter: the next position in its low 32 bits, 1 + the low digit
     // of the item last put there above them (0: none yet).
-    uint64_t position = 0;
-    for (size_t b = 0; b < kBuckets; ++b) {
-        const uint64_t count = high[b];
-        high[b] = position;
-        position += count;
-    }
+    exclusive_sums(high, kBuckets);
     int64_t *out = order;
     if (k < n) {
         s.out.resize(n);

@@ -131,6 +131,33 @@ def test_rank_orders_scores_equal_in_their_high_bits(n: int) -> None:
     assert np.array_equal(rank(scores, n // 2), expected[: n // 2])
 
 
+def key_order(scores: np.ndarray) -> np.ndarray:
+    """The order of the native sort key: the IEEE bits made monotonic, descending, ties
+    in index order. Unlike argsort(-scores) it puts +0.0 before -0.0 and orders NaNs."""
+    bits = scores.view(np.uint64)
+    monotonic = np.where(bits >> np.uint64(63) == 1, ~bits, bits | np.uint64(1 << 63))
+    return np.argsort(~monotonic, kind="stable")
+
+
+@pytest.mark.parametrize("n", [40, 400, 4000, 40_000])
+@pytest.mark.parametrize("k", [1, 10, "n/16", "n/8", None])
+@pytest.mark.parametrize("kind", ["specials", "tied best"])
+def test_rank_follows_the_key_order(n: int, k: int | str | None, kind: str) -> None:
+    """Each path (a sort for few scores, selection for a short top-k, the radix sort's
+    digit widths) on Beta-like draws with signed zeros, NaNs and infinities mixed in,
+    or with many scores equal to the best, so the k-th falls inside a run of ties."""
+    rng = np.random.default_rng(n)
+    scores = rng.beta(2, 60, n)
+    if kind == "specials":
+        specials = [0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, 5e-324, -5e-324, 0.5, -0.5]
+        scores[rng.integers(0, n, n // 10)] = rng.choice(specials, n // 10)
+    else:
+        scores[rng.integers(0, n, n // 10)] = scores.max()
+        scores[rng.integers(0, n, n // 10)] = np.nextafter(scores.max(), 0)
+    top_k = n // int(k[2:]) if isinstance(k, str) else k
+    assert np.array_equal(rank(scores, top_k), key_order(scores)[:top_k])
+
+
 def unit_fractions() -> np.ndarray:
     """~3.5 million doubles in [0.001, 1), weighted towards the hard cases."""
     rng = np.random.default_rng(2024)

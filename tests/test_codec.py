@@ -77,7 +77,8 @@ def test_empty_order_is_an_empty_array() -> None:
     encoder = RankedEncoder()
     assert encoder.encode(["a"], np.array([0.5]), np.array([], dtype=np.int64)) == b"[]"
     spans = np.array([0, 3], dtype=np.uint64)
-    assert encoder.encode_spans(b'"a"', spans, np.array([0.5]), np.array([], dtype=np.int64)) == b"[]"
+    no_order = np.array([], dtype=np.int64)
+    assert encoder.encode_spans(b'"a"', spans, np.array([0.5]), no_order) == b"[]"
 
 
 def test_ids_of_every_length_ending_the_body() -> None:

@@ -23,7 +23,6 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
-from mab.balance import Balancer
 from mab.config import Config
 from mab.errors import (
     HTTPError,
@@ -48,10 +47,9 @@ _log = structlog.get_logger("mab.request")
 class WorkerState:
     """What the handlers of one worker share; built once per worker."""
 
-    def __init__(self, config: Config, store: FeatureStore, balancer: Balancer) -> None:
+    def __init__(self, config: Config, store: FeatureStore) -> None:
         self.config = config
         self.store = store
-        self.balancer = balancer
         self.samplers = SamplerPool(config)
         self.predictor = Predictor(config, store, self.samplers)
         self.metrics = Metrics()
@@ -60,7 +58,6 @@ class WorkerState:
         self._ids = count(1)
         self._id_prefix = f"{os.getpid():x}-"
         self._flushing: asyncio.Task[None] | None = None
-        self._balancing: asyncio.Task[None] | None = None
 
     def next_request_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):x}"
@@ -72,14 +69,8 @@ class WorkerState:
         self.samplers.start()
         self._flushing = asyncio.create_task(self.metrics.flush_every())
 
-    def balance(self, connections: Callable[[], int]) -> None:
-        """Start balancing load with the other workers, once serving."""
-        self._balancing = asyncio.create_task(self.balancer.run(connections))
-
     async def close(self) -> None:
-        """Stop what `start` and `balance` started, in reverse."""
-        if self._balancing is not None:
-            self._balancing.cancel()
+        """Stop what `start` started, in reverse."""
         if self._flushing is not None:
             self._flushing.cancel()
         self.metrics.flush()
@@ -146,14 +137,8 @@ async def _predict(state: WorkerState, request: web.BaseRequest) -> web.Response
     finally:
         state.inflight -= 1
     request[_PREDICTION] = prediction
-    elapsed = time.perf_counter() - started
-    state.metrics.prediction(elapsed, prediction.items, prediction.unknown)
-    state.balancer.observe(elapsed)
-    response = web.Response(body=prediction.body, content_type="application/json")
-    if state.balancer.close_next():  # its client reconnects, maybe to a less busy worker
-        response.force_close()
-        state.metrics.rebalanced()
-    return response
+    state.metrics.prediction(time.perf_counter() - started, prediction.items, prediction.unknown)
+    return web.Response(body=prediction.body, content_type="application/json")
 
 
 async def _health(state: WorkerState, request: web.BaseRequest) -> web.Response:

@@ -160,12 +160,6 @@ def _serve_parser(sub: Any) -> None:
         type=_non_negative(float),
         help="seconds in-flight requests get to finish on SIGTERM",
     )
-    e.switch(
-        "--rebalance",
-        default=d.rebalance,
-        help="even out the workers' load by moving keep-alive connections "
-        "(Connection: close, the reconnect steered to the least loaded worker)",
-    )
     e.add(
         "--metrics-dir",
         default=None,
@@ -269,7 +263,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
         log_format=args.log_format,
         access_log=args.access_log,
         graceful_timeout=args.graceful_timeout,
-        rebalance=args.rebalance,
         metrics_dir=args.metrics_dir,
         vertex=vertex,
     )

@@ -51,6 +51,5 @@ class Config:
     log_format: LogFormat = "json"
     access_log: bool = True  # one structured log line per request
     graceful_timeout: float = 10.0
-    rebalance: bool = True  # move keep-alive connections from busy to idle workers
     metrics_dir: Path | None = None  # prometheus multiprocess dir; None = a fresh temp dir
     vertex: VertexConfig = field(default_factory=VertexConfig)

@@ -55,9 +55,6 @@ class Metrics:
         self._predictions_total = Counter("mab_predictions", "Items scored")
         self._unknown_total = Counter("mab_unknown_items", "Items not in the feature store")
         self._shed_total = Counter("mab_shed", "Requests refused with 503 because of overload")
-        self._rebalanced_total = Counter(
-            "mab_rebalanced_connections", "Connections closed to even the workers' load"
-        )
         # The histogram's own bucket values (prometheus_client keeps them per bucket,
         # not cumulative), so a flush adds a count per bucket instead of replaying
         # every observation.
@@ -73,7 +70,6 @@ class Metrics:
         self._predictions = 0
         self._unknown = 0
         self._shed = 0
-        self._rebalanced = 0
 
     def request(self, path: str, status: int) -> None:
         key = (path, status)
@@ -88,9 +84,6 @@ class Metrics:
     def shed(self) -> None:
         self._shed += 1
 
-    def rebalanced(self) -> None:
-        self._rebalanced += 1
-
     def flush(self) -> None:
         for (path, status), count in self._requests.items():
             self._requests_total.labels(path, str(status)).inc(count)
@@ -103,7 +96,6 @@ class Metrics:
             (self._predictions_total, self._predictions),
             (self._unknown_total, self._unknown),
             (self._shed_total, self._shed),
-            (self._rebalanced_total, self._rebalanced),
         ):
             if count:
                 total.inc(count)

@@ -21,7 +21,6 @@ from typing import Any
 import structlog
 
 from mab import log, metrics
-from mab.balance import LoadBoard
 from mab.config import Config
 from mab.listener import bind_sockets
 from mab.store import FeatureStore, build_store
@@ -47,8 +46,6 @@ class Supervisor:
         self.config = config
         self.sockets = sockets
         self.store = store
-        # Shared with the workers through the fork; no board, no balancing.
-        self.board = LoadBoard(config.workers) if config.rebalance and len(sockets) > 1 else None
         self.slots = [_Slot(i) for i in range(config.workers)]
         self.log: Any = structlog.get_logger("mab.supervisor")
         self.restarts = metrics.worker_restarts()
@@ -66,9 +63,7 @@ class Supervisor:
                 for other in self.sockets:  # so closing its own really closes it
                     if other is not sock:
                         other.close()
-                code = run_worker(
-                    self.config, sock, self.store, slot.index, parent, self.board
-                )
+                code = run_worker(self.config, sock, self.store, slot.index, parent)
             except BaseException:
                 import traceback
 

@@ -15,7 +15,6 @@ from aiohttp import web
 
 from mab import log
 from mab.app import WorkerState, build_server
-from mab.balance import Balancer, ConnectionBalancer, LoadBoard, NoBalancer
 from mab.config import Config
 from mab.listener import accept_new_connections, refuse_new_connections
 from mab.store.base import FeatureStore
@@ -34,20 +33,17 @@ def _die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-async def _serve(
-    config: Config, sock: socket.socket, store: FeatureStore, slot: int, balancer: Balancer
-) -> None:
+async def _serve(config: Config, sock: socket.socket, store: FeatureStore, slot: int) -> None:
     logger = structlog.get_logger("mab.worker")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    state = WorkerState(config, store, balancer)
+    state = WorkerState(config, store)
     await state.start()  # the store client, the sampler actors, the metrics flush
     gc.freeze()  # and what the worker set up: its clients live until it exits
-    server = build_server(state)
     runner = web.ServerRunner(
-        server,
+        build_server(state),
         handle_signals=False,
         access_log=None,
         shutdown_timeout=config.graceful_timeout,
@@ -55,12 +51,10 @@ async def _serve(
     await runner.setup()
     accept_new_connections(sock)
     await web.SockSite(runner, sock, backlog=1024).start()
-    state.balance(lambda: len(server.connections))
     logger.info("worker started", worker=slot, pid=os.getpid(), samplers=config.samplers)
     await stop.wait()
     logger.info("worker stopping", worker=slot, pid=os.getpid())
     state.draining = True
-    balancer.retire()
     # Closing a listener resets the connections in its accept queue (see
     # mab.listener): drop new SYNs first, accept what is queued, then close.
     refuse_new_connections(sock)
@@ -74,19 +68,13 @@ async def _serve(
 
 
 def run_worker(
-    config: Config,
-    sock: socket.socket,
-    store: FeatureStore,
-    slot: int,
-    parent: int,
-    board: LoadBoard | None,
+    config: Config, sock: socket.socket, store: FeatureStore, slot: int, parent: int
 ) -> int:
     """The body of a forked child; returns its exit code."""
     _die_with_parent(parent)
     log.configure(config)
-    balancer = ConnectionBalancer(board, slot) if board is not None else NoBalancer()
     try:
-        uvloop.run(_serve(config, sock, store, slot, balancer))
+        uvloop.run(_serve(config, sock, store, slot))
     finally:
         log.flush()
     return 0

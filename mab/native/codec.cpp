@@ -563,7 +563,24 @@ extern "C" ptrdiff_t mab_encode_ranked_spans(const char *src, const size_t *span
         std::memcpy(p, "[]", 2);
         return 2;
     }
+    // Items go out in rank order, so spans, ids and scores are read at random, and in
+    // the server they are rarely still in L2 by then (perf put half of this loop's
+    // time on two loads): fetching an item's span 16 items ahead, then its id and
+    // score 8 ahead, took a cold-cache 4,000-item encode from ~109 to ~67 us. (The
+    // id prefetch reads spans: only for order entries in range.)
+    constexpr size_t kSpanAhead = 16, kItemAhead = 8;
     for (size_t r = 0; r < k; ++r) {
+        if (r + kSpanAhead < k) {
+            const uint64_t j = static_cast<uint64_t>(order[r + kSpanAhead]);
+            if (j < n) __builtin_prefetch(&spans[2 * j]);
+        }
+        if (r + kItemAhead < k) {
+            const uint64_t j = static_cast<uint64_t>(order[r + kItemAhead]);
+            if (j < n) {
+                __builtin_prefetch(src + spans[2 * j]);
+                __builtin_prefetch(&scores[j]);
+            }
+        }
         const int64_t i = order[r];
         if (i < 0 || static_cast<size_t>(i) >= n) return -1;
         const size_t begin = spans[2 * i], end = spans[2 * i + 1];

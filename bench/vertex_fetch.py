@@ -13,11 +13,6 @@ interleaved round by round (A B C ... A B C) so drift on a shared machine hits a
     raw stub      a grpc.aio stub on the client's own channel, the library's
                   protobuf classes (what mab uses)
     mab store     VertexFeaturestoreStore.fetch: raw stub + fan-out, arrays
-    buffered      the raw stub with the whole stream already received before the
-                  first read (the call waits BUFFER_S first): the client's own cost
-                  per message, apart from the fake's pace of one message at a time
-    sync stub     for comparison only, not what mab uses: a synchronous stub with
-                  gRPC's SingleThreadedUnaryStream option, paced and buffered
   new Feature Store through the mab store: v1 FetchFeatureValues (a unary call
   per id) and v1beta1 StreamingFetchFeatureValues (one request per 100 ids).
 
@@ -54,7 +49,6 @@ FEATURE_VIEW = "projects/bench/locations/us-central1/featureOnlineStores/os/feat
 FEATURES = ("successes", "failures")
 
 Fetch = Callable[[list[str]], Awaitable[Any]]
-BUFFER_S = 0.02  # long enough for the fake to send all 101 messages of a 100-id read
 
 
 def start_fake(data: Path, port: int) -> subprocess.Popen[str]:
@@ -127,67 +121,6 @@ class LibraryClient:
         await self.client.transport.close()
 
 
-class SyncStub:
-    """A synchronous stub that reads the stream on the calling thread (gRPC's
-    SingleThreadedUnaryStream option: no polling thread, no hand-off per message)."""
-
-    def __init__(self, address: str) -> None:
-        import grpc
-        from google.cloud.aiplatform_v1.types import featurestore_online_service as types
-
-        self.grpc = grpc
-        option = grpc.experimental.ChannelOptions.SingleThreadedUnaryStream
-        self.channel = grpc.insecure_channel(address, options=[(option, 1)])
-        self.request_type = types.StreamingReadFeatureValuesRequest.pb()
-        self.stream = self.channel.unary_stream(
-            "/google.cloud.aiplatform.v1.FeaturestoreOnlineServingService/StreamingReadFeatureValues",
-            request_serializer=self.request_type.SerializeToString,
-            response_deserializer=None,
-        )
-
-    def _read(self, ids: list[str], wait: float) -> int:
-        selector = {"id_matcher": {"ids": list(FEATURES)}}
-        request = self.request_type(
-            entity_type=ENTITY_TYPE, entity_ids=ids, feature_selector=selector
-        )
-        call = self.stream(request, timeout=5)
-        if wait:
-            time.sleep(wait)  # blocks the loop: a bench of the client's CPU only
-        return sum(1 for _ in call)
-
-    async def paced(self, ids: list[str]) -> int:
-        return self._read(ids, 0.0)
-
-    async def buffered(self, ids: list[str]) -> int:
-        return self._read(ids, BUFFER_S)
-
-    def close(self) -> None:
-        self.channel.close()
-
-
-def buffered_reader(store: VertexFeaturestoreStore) -> Fetch:
-    """mab's reader, starting to read once the whole stream has been received."""
-    import asyncio
-
-    import grpc
-
-    reader: Any = store._reader
-
-    async def read(ids: list[str]) -> dict[str, tuple[float, float]]:
-        request = reader._request_type(
-            entity_type=reader._entity_type, entity_ids=ids, feature_selector=reader._selector
-        )
-        call = reader._stream(request, timeout=5.0, metadata=reader._metadata)
-        await asyncio.sleep(BUFFER_S)
-        messages = []
-        while (message := await call.read()) is not grpc.aio.EOF:
-            messages.append(message)
-        counts: dict[str, tuple[float, float]] = reader._counts(messages)
-        return counts
-
-    return read
-
-
 async def measure(address: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     def config(**kw: Any) -> VertexConfig:
         return VertexConfig(
@@ -202,7 +135,6 @@ async def measure(address: str, args: argparse.Namespace) -> list[dict[str, Any]
     online = VertexOnlineStore(config())
     online_streaming = VertexOnlineStore(config(streaming=True))
     library = LibraryClient(address)
-    sync_stub = SyncStub(address)
     stores = [legacy, online, online_streaming]
     for store in stores:
         await store.start()
@@ -215,9 +147,6 @@ async def measure(address: str, args: argparse.Namespace) -> list[dict[str, Any]
         ("legacy: proto-plus", 100, library.proto_plus, 1),
         ("legacy: ._pb", 100, library.raw_pb, 1),
         ("legacy: raw stub", 100, lambda i: raw_read(i, 5.0), 1),
-        ("legacy: raw stub, buffered", 100, buffered_reader(legacy), 1),
-        ("legacy: sync stub (comparison)", 100, sync_stub.paced, 1),
-        ("legacy: sync stub, buffered (comparison)", 100, sync_stub.buffered, 1),
         ("legacy: mab store", 100, legacy.fetch, 1),
         ("legacy: mab store", 1000, legacy.fetch, 1),
         ("online v1 unary: mab store", 100, online.fetch, 4),
@@ -230,8 +159,6 @@ async def measure(address: str, args: argparse.Namespace) -> list[dict[str, Any]
         result = await fetch(hundred if size == 100 else thousand)  # also warms up
         if isinstance(result, dict):
             assert result == reference, name
-        elif isinstance(result, int):
-            assert result == 101, name  # the header and one message per entity
         else:
             assert result.unknown == 0, name
     walls: dict[int, list[float]] = {i: [] for i in range(len(variants))}
@@ -251,7 +178,6 @@ async def measure(address: str, args: argparse.Namespace) -> list[dict[str, Any]
     for store in stores:
         await store.close()
     await library.close()
-    sync_stub.close()
     rows = []
     for index, (name, size, _fetch, _every) in enumerate(variants):
         w = sorted(walls[index])

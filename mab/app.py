@@ -211,6 +211,7 @@ def _log_request(request: web.BaseRequest, request_id: str, status: int, elapsed
         fields = {
             "items": prediction.items,
             "unknown": prediction.unknown,
+            "queue_ms": round(prediction.queue_s * 1e3, 3),
             "fetch_ms": round(prediction.fetch_s * 1e3, 3),
             "sample_ms": round(prediction.sample_s * 1e3, 3),
             "encode_ms": round(prediction.encode_s * 1e3, 3),

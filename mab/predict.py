@@ -22,6 +22,7 @@ class Prediction:
     fetch_s: float
     sample_s: float
     encode_s: float
+    queue_s: float = 0.0  # waiting for the inline lane
 
 
 def encode(
@@ -83,23 +84,28 @@ class Predictor:
     async def predict(self, request: PredictRequest) -> Prediction:
         items = request.items
         if self._scorer is not None and items.spans is not None and len(items) <= self._inline_max:
-            return await self._lane.run(self._score_fused, request, items.body, items.spans)
+            queued = time.perf_counter()
+            return await self._lane.run(self._score_fused, request, items.body, items.spans, queued)
         return await self._predict_in_stages(request)
 
-    def _score_fused(self, request: PredictRequest, body: bytes, spans: Spans) -> Prediction:
+    def _score_fused(
+        self, request: PredictRequest, body: bytes, spans: Spans, queued: float
+    ) -> Prediction:
         assert self._scorer is not None
+        queue_s = time.perf_counter() - queued
         response, unknown, fetch_s, sample_s, encode_s = self._scorer.score(
             body, spans, request.top_k, request.seed, head=response_head(request)
         )
         response += response_tail(unknown)
-        return Prediction(response, len(spans) // 2, unknown, fetch_s, sample_s, encode_s)
+        items = len(spans) // 2
+        return Prediction(response, items, unknown, fetch_s, sample_s, encode_s, queue_s)
 
     async def _predict_in_stages(self, request: PredictRequest) -> Prediction:
         t0 = time.perf_counter()
         features = await self._store.fetch(request.items)
         t1 = time.perf_counter()
         if len(request.items) <= self._inline_max:
-            return await self._lane.run(self._finish_inline, request, features, t1 - t0)
+            return await self._lane.run(self._finish_inline, request, features, t1 - t0, t1)
         alpha = features.successes + self._prior_alpha
         beta = features.failures + self._prior_beta
         scores = await self._samplers.sample(alpha, beta, request.seed)  # on the actors
@@ -107,13 +113,15 @@ class Predictor:
         return self._finish(request, features, scores, t1 - t0, t2 - t1)
 
     def _finish_inline(
-        self, request: PredictRequest, features: Features, fetch_s: float
+        self, request: PredictRequest, features: Features, fetch_s: float, queued: float
     ) -> Prediction:
         started = time.perf_counter()
         alpha = features.successes + self._prior_alpha
         beta = features.failures + self._prior_beta
         scores = self._samplers.sample_inline(alpha, beta, request.seed)
-        return self._finish(request, features, scores, fetch_s, time.perf_counter() - started)
+        prediction = self._finish(request, features, scores, fetch_s, time.perf_counter() - started)
+        prediction.queue_s = started - queued
+        return prediction
 
     def _finish(
         self,

@@ -214,5 +214,5 @@ def test_one_log_line_per_request(server: ServerProcess) -> None:
     line = lines[0]
     assert line["event"] == "request" and line["status"] == 200
     assert line["items"] == 4 and line["unknown"] == 1
-    for stage in ("fetch_ms", "sample_ms", "encode_ms", "latency_ms"):
+    for stage in ("queue_ms", "fetch_ms", "sample_ms", "encode_ms", "latency_ms"):
         assert isinstance(line[stage], float) and line[stage] >= 0

@@ -62,3 +62,19 @@ def test_unseeded_fused_draws_follow_the_counts() -> None:
     b = 3.0 + store.catalog.failures[0]
     mean, sd = a / (a + b), np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
     assert abs(scores.mean() - mean) < 4 * sd / np.sqrt(len(scores))
+
+
+def test_queue_time_is_the_wait_for_the_inline_lane() -> None:
+    """Concurrent requests take turns on the loop: the first runs at once, one that
+    waited for the lane says so in queue_s (logged as queue_ms)."""
+    predictor = _predictor()
+    body = json.dumps({"items": IDS[:2000] * 3}).encode()  # ~0.5 ms of work each
+    request = parse_request(body, 10_000)
+
+    async def burst() -> list[float]:
+        results = await asyncio.gather(*(predictor.predict(request) for _ in range(6)))
+        return [result.queue_s for result in results]
+
+    waits = asyncio.run(burst())
+    # The first runs at once; the last waited at least for the job before it.
+    assert waits[-1] > max(0.0002, 10 * waits[0]), waits

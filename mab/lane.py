@@ -8,7 +8,7 @@ epoll's order, which puts a connection that missed a poll behind the ones that d
 not, turn after turn: wrk saw a few connections starved at 2x the median latency
 (p99 1.7x the mean with one worker). Taking one turn's worth of work at a time, in
 arrival order, lets the loop poll between requests and serve connections in the
-order they asked (bench/RESULTS.md, section 1).
+order they asked (bench/RESULTS.md, section 0).
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-# CPU time of inline jobs per loop turn before the loop polls its sockets again.
-# One 4,000-id request (~0.3 ms) fills a turn; ~5 of 400 ids share one.
+# CPU time of inline jobs per loop turn before the loop polls its sockets again:
+# 3-4 requests of 4,000 ids, ~30 of 400. Measured against 0.2 ms (one job a turn:
+# 5% fewer requests/s, the turns cost that much), 0.5, 2 and 3 ms (the tail grows
+# back): bench/RESULTS.md, section 0.
 TURN_BUDGET_S = 0.001
 
 

@@ -119,9 +119,8 @@ class Predictor:
         alpha = features.successes + self._prior_alpha
         beta = features.failures + self._prior_beta
         scores = self._samplers.sample_inline(alpha, beta, request.seed)
-        prediction = self._finish(request, features, scores, fetch_s, time.perf_counter() - started)
-        prediction.queue_s = started - queued
-        return prediction
+        sample_s = time.perf_counter() - started
+        return self._finish(request, features, scores, fetch_s, sample_s, started - queued)
 
     def _finish(
         self,
@@ -130,10 +129,12 @@ class Predictor:
         scores: FloatArray,
         fetch_s: float,
         sample_s: float,
+        queue_s: float = 0.0,
     ) -> Prediction:
         """Rank and encode."""
         started = time.perf_counter()
         order = rank(scores, request.top_k)
         body = encode(self._encoder, request, scores, order, features.unknown)
         encode_s = time.perf_counter() - started
-        return Prediction(body, len(request.items), features.unknown, fetch_s, sample_s, encode_s)
+        items, unknown = len(request.items), features.unknown
+        return Prediction(body, items, unknown, fetch_s, sample_s, encode_s, queue_s)

@@ -98,17 +98,33 @@ def _from_aiohttp(exc: web.HTTPException) -> HTTPError:
     return error
 
 
-async def _read_body(request: web.BaseRequest, timeout: float) -> bytes:
-    """The body, within `timeout`: a client that stalls mid-body would otherwise
-    hold its in-flight slot forever. Most bodies arrived with their headers and
-    need no timer."""
+async def _read_body(request: web.BaseRequest, limit: int, timeout: float) -> bytes:
+    """The body, within `timeout` and `limit` bytes: a client that stalls mid-body
+    would otherwise hold its in-flight slot forever, and a chunked body has no
+    Content-Length to check up front. Most bodies arrived with their headers and
+    need no timer.
+
+    Not `request.read()`: it copies every body twice (into a bytearray, then into
+    bytes), 128 KB of copying at 4,000 ids. A body that came in one piece is
+    returned as it came."""
     if request.content.is_eof():
-        return await request.read()
+        return await _read_chunks(request.content, limit)
     try:
         async with asyncio.timeout(timeout):
-            return await request.read()
+            return await _read_chunks(request.content, limit)
     except TimeoutError:
         raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
+
+
+async def _read_chunks(content: StreamReader, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await content.readany():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _predict(state: WorkerState, request: web.BaseRequest) -> web.Response:
@@ -128,7 +144,7 @@ async def _predict(state: WorkerState, request: web.BaseRequest) -> web.Response
     state.inflight += 1
     started = time.perf_counter()
     try:
-        body = await _read_body(request, config.read_timeout)
+        body = await _read_body(request, config.max_body_bytes, config.read_timeout)
         parsed = parse_request(body, config.max_items)
         prediction = await state.predictor.predict(parsed)
     except Overloaded:
@@ -239,7 +255,7 @@ def build_server(state: WorkerState) -> web.Server:
         writer: AbstractStreamWriter,
         task: asyncio.Task[None],
     ) -> web.BaseRequest:
-        # The body limit is also enforced while reading, for chunked bodies.
+        # /predict reads with its own limit (_read_body); this one is for request.read().
         return web.BaseRequest(
             message, payload, protocol, writer, task, loop, client_max_size=max_body
         )

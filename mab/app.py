@@ -23,6 +23,7 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
+from mab import log
 from mab.config import Config
 from mab.errors import (
     HTTPError,
@@ -36,7 +37,7 @@ from mab.errors import (
 )
 from mab.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mab.metrics import Metrics
-from mab.predict import Prediction, Predictor
+from mab.predict import Figures, Prediction, Predictor
 from mab.request import parse_request
 from mab.sampling import SamplerPool
 from mab.store.base import FeatureStore
@@ -58,6 +59,7 @@ class WorkerState:
         self._ids = count(1)
         self._id_prefix = f"{os.getpid():x}-"
         self._flushing: asyncio.Task[None] | None = None
+        self.request_lines: log.Deferred[RequestLine] = log.Deferred(_log_requests)
 
     def next_request_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):x}"
@@ -74,6 +76,7 @@ class WorkerState:
         if self._flushing is not None:
             self._flushing.cancel()
         self.metrics.flush()
+        self.request_lines.flush()
         self.samplers.close()
         await self.store.close()
 
@@ -184,13 +187,14 @@ ROUTES: dict[str, dict[str, Route]] = {
     "/health": {"GET": _health, "HEAD": _health},
     "/metrics": {"GET": _metrics},
 }
-_PREDICTION = "mab.prediction"  # request-local: the Prediction, for the log line
+_PREDICTION = "mab.prediction"  # request-local: the Prediction, for its log line
 
 
 def make_handler(state: WorkerState) -> Callable[[web.BaseRequest], Awaitable[web.Response]]:
     """The one handler of the server: route, render errors as JSON, count, log."""
     metrics = state.metrics
     access_log = state.config.access_log
+    request_lines = state.request_lines
 
     async def handle(request: web.BaseRequest) -> web.Response:
         started = time.perf_counter()
@@ -214,33 +218,45 @@ def make_handler(state: WorkerState) -> Callable[[web.BaseRequest], Awaitable[we
         response.headers["X-Request-ID"] = request_id
         metrics.request(path if methods is not None else "other", response.status)
         if access_log:
-            _log_request(request, request_id, response.status, time.perf_counter() - started)
+            elapsed, status = time.perf_counter() - started, response.status
+            prediction: Prediction | None = request.get(_PREDICTION)
+            figures = None if prediction is None else prediction.figures()
+            request_lines.add(
+                (time.time(), request_id, request.method, path, status, elapsed, figures)
+            )
         return response
 
     return handle
 
 
-def _log_request(request: web.BaseRequest, request_id: str, status: int, elapsed: float) -> None:
-    fields: dict[str, Any] = {}
-    prediction: Prediction | None = request.get(_PREDICTION)
-    if prediction is not None:
-        fields = {
-            "items": prediction.items,
-            "unknown": prediction.unknown,
-            "queue_ms": round(prediction.queue_s * 1e3, 3),
-            "fetch_ms": round(prediction.fetch_s * 1e3, 3),
-            "sample_ms": round(prediction.sample_s * 1e3, 3),
-            "encode_ms": round(prediction.encode_s * 1e3, 3),
-        }
-    _log.info(
-        "request",
-        request_id=request_id,
-        method=request.method,
-        path=request.path,
-        status=status,
-        latency_ms=round(elapsed * 1e3, 3),
-        **fields,
-    )
+# What a request's log line needs, kept until the line is rendered (log.Deferred):
+# when, request id, method, path, status, seconds taken, the /predict figures.
+RequestLine = tuple[float, str, str, str, int, float, "Figures | None"]
+
+
+def _log_requests(lines: list[RequestLine]) -> None:
+    for logged_at, request_id, method, path, status, elapsed, figures in lines:
+        fields: dict[str, Any] = {}
+        if figures is not None:
+            items, unknown, queue_s, fetch_s, sample_s, encode_s = figures
+            fields = {
+                "items": items,
+                "unknown": unknown,
+                "queue_ms": round(queue_s * 1e3, 3),
+                "fetch_ms": round(fetch_s * 1e3, 3),
+                "sample_ms": round(sample_s * 1e3, 3),
+                "encode_ms": round(encode_s * 1e3, 3),
+            }
+        _log.info(
+            "request",
+            request_id=request_id,
+            method=method,
+            path=path,
+            status=status,
+            latency_ms=round(elapsed * 1e3, 3),
+            **fields,
+            **{log.LOGGED_AT: logged_at},
+        )
 
 
 def build_server(state: WorkerState) -> web.Server:

@@ -13,7 +13,8 @@ import asyncio
 import logging
 import sys
 import time
-from typing import Any, BinaryIO
+from collections.abc import Callable
+from typing import Any, BinaryIO, Generic, TypeVar
 
 import orjson
 import structlog
@@ -59,18 +60,56 @@ class LoopBatchedLogger:
 
 _batched: LoopBatchedLogger | None = None
 
+T = TypeVar("T")
+
+# An event field for IsoTimeStamper: the time.time() the event happened, when it is
+# rendered later than that (see Deferred).
+LOGGED_AT = "_logged_at"
+
+
+class Deferred(Generic[T]):
+    """Items handed to `handle` together, at the end of the loop iteration they were
+    added in (at once outside a loop); `flush` hands over what is left.
+
+    For the per-request log line: rendered inside its request, a line cost ~45 us
+    of a worker's CPU at 4,000 ids (thread CPU time, measured under wrk), against
+    ~12 us for the same line in a loop of lines. The request's native work and its
+    200 KB answer push the interpreter's code and data out of the caches between
+    lines; rendered back to back, the lines share warm caches. A request keeps
+    only a tuple of raw values until then.
+    """
+
+    def __init__(self, handle: Callable[[list[T]], None]) -> None:
+        self._handle = handle
+        self._pending: list[T] = []
+
+    def add(self, item: T) -> None:
+        loop = asyncio._get_running_loop()  # the C fast path of get_running_loop
+        if loop is None:
+            self._handle([item])
+            return
+        if not self._pending:
+            loop.call_soon(self.flush)
+        self._pending.append(item)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            self._handle(pending)
+
 
 class IsoTimeStamper:
     """Adds `timestamp` as ISO 8601 UTC with microseconds, as structlog's
     TimeStamper(fmt="iso", utc=True) writes it, formatting the date and time once a
-    second: the per-line datetime formatting was ~2.5 of a request line's 7 us."""
+    second: the per-line datetime formatting was ~2.5 of a request line's 7 us.
+    The time is the event's LOGGED_AT field when it has one, else now."""
 
     def __init__(self) -> None:
         self._second = -1
         self._prefix = ""
 
     def __call__(self, _: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-        now = time.time()
+        now = event.pop(LOGGED_AT, None) or time.time()
         second = int(now)
         if second != self._second:
             self._second = second

@@ -13,6 +13,10 @@ from mab.sampling import SamplerPool
 from mab.store.base import Features, FeatureStore, FloatArray
 from mab.store.embedded import EmbeddedStore
 
+# A prediction's figures for its log line: items, unknown, then seconds spent
+# waiting for the inline lane, fetching, sampling and encoding.
+Figures = tuple[int, int, float, float, float, float]
+
 
 @dataclass(slots=True)
 class Prediction:
@@ -23,6 +27,11 @@ class Prediction:
     sample_s: float
     encode_s: float
     queue_s: float = 0.0  # waiting for the inline lane
+
+    def figures(self) -> Figures:
+        """What the log line needs, without the body (a log line waiting to be
+        rendered should not keep a 200 KB answer alive)."""
+        return (self.items, self.unknown, self.queue_s, self.fetch_s, self.sample_s, self.encode_s)
 
 
 def encode(

@@ -5,9 +5,11 @@ from __future__ import annotations
 import http.client
 import re
 import time
+from datetime import datetime
 
 import pytest
 
+from mab import log
 from mab.metrics import FLUSH_S
 from tests.support import Response, ServerProcess, run_server
 
@@ -207,12 +209,18 @@ def test_metrics_add_up_across_workers(server: ServerProcess) -> None:
 
 
 def test_one_log_line_per_request(server: ServerProcess) -> None:
-    """Each /predict writes one JSON log line with its id, counts and stage timings."""
+    """Each /predict writes one JSON log line with its id, counts and stage timings,
+    stamped with the time of the request (lines are rendered later, in batches)."""
+    before = time.time()
     server.predict({"items": [*KNOWN[:3], "zz"]}, headers={"X-Request-ID": "log-check-1"})
+    after = time.time()
     lines = server.wait_for_log("request_id", "log-check-1")
     assert len(lines) == 1
     line = lines[0]
     assert line["event"] == "request" and line["status"] == 200
+    stamped = datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
+    assert before <= stamped <= after
+    assert log.LOGGED_AT not in line
     assert line["items"] == 4 and line["unknown"] == 1
     for stage in ("queue_ms", "fetch_ms", "sample_ms", "encode_ms", "latency_ms"):
         assert isinstance(line[stage], float) and line[stage] >= 0

@@ -8,7 +8,7 @@ epoll's order, which puts a connection that missed a poll behind the ones that d
 not, turn after turn: wrk saw a few connections starved at 2x the median latency
 (p99 1.7x the mean with one worker). Taking one turn's worth of work at a time, in
 arrival order, lets the loop poll between requests and serve connections in the
-order they asked (bench/RESULTS.md, section 0).
+order they asked (bench/RESULTS.md, section 0b).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ T = TypeVar("T")
 # CPU time of inline jobs per loop turn before the loop polls its sockets again:
 # 3-4 requests of 4,000 ids, ~30 of 400. Measured against 0.2 ms (one job a turn:
 # 5% fewer requests/s, the turns cost that much), 0.5, 2 and 3 ms (the tail grows
-# back): bench/RESULTS.md, section 0.
+# back): bench/RESULTS.md, section 0b.
 TURN_BUDGET_S = 0.001
 
 

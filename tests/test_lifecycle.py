@@ -285,3 +285,27 @@ def test_a_stalled_body_times_out_with_408() -> None:
         assert b'"code":"request_timeout"' in answer
         assert 0.4 < waited < 3.0
         assert server.predict({"items": ["item_0000001"]}).status == 200
+
+
+def test_a_chunked_body_over_the_limit_is_413_however_it_arrives() -> None:
+    """A chunked body has no Content-Length to check up front: over --max-body-bytes it
+    is 413 whether it all came with the headers or arrives later."""
+    body = b'{"items": ["' + b"x" * 3000 + b'"]}'
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    with run_server("--max-body-bytes", "1000", workers=1) as server:
+        for late in (False, True):
+            with socket.create_connection((HOST, server.port), timeout=5) as sock:
+                if late:  # the headers first, the body once the server has them
+                    sock.sendall(head)
+                    time.sleep(0.2)
+                    sock.sendall(chunked)
+                else:
+                    sock.sendall(head + chunked)
+                answer = sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 413 "), (late, answer[:80])
+            assert b'"code":"payload_too_large"' in answer
+        assert server.predict({"items": ["item_0000001"]}).status == 200

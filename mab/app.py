@@ -127,7 +127,7 @@ async def _read_chunks(content: StreamReader, limit: int) -> bytes:
         if size > limit:
             raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
         chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return b"".join(chunks)  # of one chunk: that bytes object itself, not a copy
 
 
 async def _predict(state: WorkerState, request: web.BaseRequest) -> web.Response:

@@ -159,6 +159,15 @@ def test_rank_follows_the_key_order(n: int, k: int | str | None, kind: str) -> N
     assert np.array_equal(rank(scores, top_k), key_order(scores)[:top_k])
 
 
+@pytest.mark.parametrize("n", [40, 400, 4000])
+@pytest.mark.parametrize("k", [1, "n/16", None])
+def test_rank_of_all_equal_scores_is_index_order(n: int, k: int | str | None) -> None:
+    """Scores that are all the same double (the sort key has no varying bit) rank in
+    index order, on each path."""
+    top_k = n // int(k[2:]) if isinstance(k, str) else k
+    assert np.array_equal(rank(np.full(n, 0.25), top_k), np.arange(n)[:top_k])
+
+
 def unit_fractions() -> np.ndarray:
     """~3.5 million doubles in [0.001, 1), weighted towards the hard cases."""
     rng = np.random.default_rng(2024)

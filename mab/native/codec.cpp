@@ -384,16 +384,13 @@ struct RankScratch {
 // found as an item arriving in a bucket with the same low digit as the one before
 // it. Runs of ties are then put in full key order, which makes the result that of
 // sorting Keyed. kDigit is a constant so the hot loops keep everything in registers.
+// `constant` is constant_key_bits(scores, n), under 64.
 template <int kDigit>
-void radix_rank(const double *scores, size_t n, size_t k, int64_t *order, RankScratch &s) {
+void radix_rank(const double *scores, size_t n, size_t k, int constant, int64_t *order,
+                RankScratch &s) {
     constexpr size_t kBuckets = size_t(1) << kDigit;
     constexpr int kHighShift = 64 - kDigit, kLowShift = 64 - 2 * kDigit;
     constexpr uint64_t kDigitMask = kBuckets - 1, kIndexMask = 0xffffffff;
-    const int constant = constant_key_bits(scores, n);
-    if (constant == 64) {  // all equal: index order
-        for (size_t r = 0; r < k; ++r) order[r] = static_cast<int64_t>(r);
-        return;
-    }
     s.items.resize(n);
     s.other.resize(n);
     s.low_counts.assign(kBuckets, 0);
@@ -464,16 +461,12 @@ void radix_rank(const double *scores, size_t n, size_t k, int64_t *order, RankSc
 
 // A short top-k (e.g. 10 of 4,000): count the top kDigit varying key bits,
 // find the bucket where the k-th best falls, and sort only the items in it and before
-// it, ~k of them. nth_element over all n was ~25 us at 4,000 scores.
+// it, ~k of them. nth_element over all n was ~25 us at 4,000 scores. `constant` as
+// for radix_rank.
 template <int kDigit>
-void select_rank(const double *scores, size_t n, size_t k, int64_t *order, RankScratch &s,
-                 std::vector<Keyed> &best) {
+void select_rank(const double *scores, size_t n, size_t k, int constant, int64_t *order,
+                 RankScratch &s, std::vector<Keyed> &best) {
     constexpr int kShift = 64 - kDigit;
-    const int constant = constant_key_bits(scores, n);
-    if (constant == 64) {  // all equal: index order
-        for (size_t r = 0; r < k; ++r) order[r] = static_cast<int64_t>(r);
-        return;
-    }
     s.low_counts.assign(size_t(1) << kDigit, 0);
     uint32_t *counts = s.low_counts.data();
     for (size_t i = 0; i < n; ++i) ++counts[(descending_key(scores[i]) << constant) >> kShift];
@@ -519,20 +512,23 @@ extern "C" int mab_rank(const double *scores, size_t n, size_t k, int64_t *order
                 std::sort(items.begin(), items.end());
             }
             for (size_t r = 0; r < k; ++r) order[r] = static_cast<int64_t>(items[r].index);
+        } else if (const int constant = constant_key_bits(scores, n); constant == 64) {
+            // All the same double: index order.
+            for (size_t r = 0; r < k; ++r) order[r] = static_cast<int64_t>(r);
         } else if (k < n / 16) {  // a short top-k; past n/16 the radix sort is faster
             if (n < 2048) {
-                select_rank<9>(scores, n, k, order, scratch, items);
+                select_rank<9>(scores, n, k, constant, order, scratch, items);
             } else {
-                select_rank<11>(scores, n, k, order, scratch, items);
+                select_rank<11>(scores, n, k, constant, order, scratch, items);
             }
         } else if (n < 2048) {
             // Each of the 2^digit buckets costs about what an item does, and each tie
             // more: 9-bit digits up to 2,000 scores, 11 to 32,000 (measured).
-            radix_rank<9>(scores, n, k, order, scratch);
+            radix_rank<9>(scores, n, k, constant, order, scratch);
         } else if (n < 32768) {
-            radix_rank<11>(scores, n, k, order, scratch);
+            radix_rank<11>(scores, n, k, constant, order, scratch);
         } else {
-            radix_rank<13>(scores, n, k, order, scratch);
+            radix_rank<13>(scores, n, k, constant, order, scratch);
         }
     } catch (const std::bad_alloc &) {
         return -1;

@@ -8,6 +8,7 @@ from mab import log
 
 
 def test_deferred_outside_a_loop_is_handled_at_once() -> None:
+    """With no running loop, each item goes to the handler as it is added."""
     batches: list[list[int]] = []
     deferred = log.Deferred(batches.append)
     deferred.add(1)
@@ -16,6 +17,8 @@ def test_deferred_outside_a_loop_is_handled_at_once() -> None:
 
 
 def test_deferred_in_a_loop_hands_one_iteration_over_together() -> None:
+    """Items of one loop iteration reach the handler as one batch after it; flush
+    hands over the rest and never an empty batch."""
     batches: list[list[int]] = []
 
     async def main() -> list[list[int]]:
@@ -35,6 +38,7 @@ def test_deferred_in_a_loop_hands_one_iteration_over_together() -> None:
 
 
 def test_logged_at_sets_the_timestamp() -> None:
+    """An event's LOGGED_AT becomes its timestamp and leaves the event; without it, now."""
     stamp = log.IsoTimeStamper()
     event = stamp(None, "info", {"event": "x", log.LOGGED_AT: 1_700_000_000.25})
     assert event == {"event": "x", "timestamp": "2023-11-14T22:13:20.250000Z"}

@@ -102,11 +102,6 @@ class Config:
         "(none start when --inline-max >= --max-items)",
         bound="positive",
     )
-    chunk_size: int = setting(
-        2048,
-        "items per sampler job when a request is split across sampler threads",
-        bound="positive",
-    )
     inline_max: int = setting(
         10_000,
         "requests with at most this many items are scored on the event loop thread",

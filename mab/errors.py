@@ -108,3 +108,23 @@ class NotReady(HTTPError):
 class InternalError(HTTPError):
     status = 500
     code = "internal"
+
+
+class NativeError(InternalError):
+    """The native pipeline refused its input: a bug of ours, answered as a 500."""
+
+
+class InvalidSpans(NativeError, ValueError):
+    """A span, an order entry or k out of range of the buffer it points into."""
+
+
+class ResponseTooLarge(NativeError):
+    """An answer did not fit the buffer sized for it."""
+
+
+class NativeOutOfMemory(HTTPError):
+    """The native pipeline could not allocate its scratch: shed, as for overload."""
+
+    status = 503
+    code = "out_of_memory"
+    retry_after = 1

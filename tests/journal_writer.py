@@ -2,6 +2,7 @@
 
     python tests/journal_writer.py kill DIR LOCK      append forever, "ack N" after each commit
     python tests/journal_writer.py pair DIR LOCK NAME COUNT [--rotate-every K]
+    python tests/journal_writer.py sqlite-pair DB NAME COUNT
     python tests/journal_writer.py fill DIR LIMIT     append until the file size limit
     python tests/journal_writer.py snapshot DIR LIMIT replace a snapshot, over the limit
 
@@ -28,6 +29,7 @@ from mab.state import records
 from mab.state.journal import Journal
 from mab.state.records import Event, FeedbackBatch
 from mab.state.snapshot import write_snapshot
+from mab.state.sqlite_journal import SqliteJournal
 
 
 def batch_for(name: str, number: int, events: int = 1) -> FeedbackBatch:
@@ -102,6 +104,19 @@ async def pair_mode(directory: str, lock_path: str, name: str, count: int, rotat
     print("done", flush=True)
 
 
+async def sqlite_pair_mode(path: str, name: str, count: int) -> None:
+    """One of two processes that open the same new SQLite journal at the same moment
+    and append `count` batches to it."""
+    print("ready", flush=True)
+    sys.stdin.readline()
+    journal = SqliteJournal(path)
+    for number in range(count):
+        journal.append(records.encode(batch_for(name, number, events=3)))
+        await journal.commit()
+    journal.close()
+    print("done", flush=True)
+
+
 async def fill_mode(directory: str, limit: int) -> None:
     """Append until RLIMIT_FSIZE makes write(2) stop partway; print how many were
     appended and committed."""
@@ -144,6 +159,10 @@ def main() -> None:
     pair.add_argument("name")
     pair.add_argument("count", type=int)
     pair.add_argument("--rotate-every", type=int, default=0)
+    sqlite_pair = sub.add_parser("sqlite-pair")
+    sqlite_pair.add_argument("path")
+    sqlite_pair.add_argument("name")
+    sqlite_pair.add_argument("count", type=int)
     fill = sub.add_parser("fill")
     fill.add_argument("directory")
     fill.add_argument("limit", type=int)
@@ -155,6 +174,8 @@ def main() -> None:
         asyncio.run(kill_mode(args.directory, args.lock))
     elif args.mode == "pair":
         asyncio.run(pair_mode(args.directory, args.lock, args.name, args.count, args.rotate_every))
+    elif args.mode == "sqlite-pair":
+        asyncio.run(sqlite_pair_mode(args.path, args.name, args.count))
     elif args.mode == "fill":
         asyncio.run(fill_mode(args.directory, args.limit))
     else:

@@ -392,6 +392,22 @@ def test_every_acked_batch_survives_sigkill(tmp_path: Path, kill_after: int) -> 
     assert back == [batch_for("k", n, events=50) for n in numbers]
 
 
+def start_together(procs: list[subprocess.Popen[str]]) -> None:
+    """Wait until each process says "ready", then tell them all "go"."""
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+
+
+def wait_done(procs: list[subprocess.Popen[str]]) -> None:
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert (proc.returncode, out) == (0, "done\n"), err
+
+
 def test_two_processes_append_to_the_same_segments_under_a_lock(tmp_path: Path) -> None:
     """Two processes append 300 batches each to the same segments (one of them moves
     both to a new segment every 40 of its batches), serialized by flock: every
@@ -401,15 +417,8 @@ def test_two_processes_append_to_the_same_segments_under_a_lock(tmp_path: Path) 
         writer("pair", directory, lock, "A", "300", "--rotate-every", "40"),
         writer("pair", directory, lock, "B", "300"),
     ]
-    for proc in procs:
-        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-    for proc in procs:
-        assert proc.stdin is not None
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert (proc.returncode, out) == (0, "done\n"), err
+    start_together(procs)
+    wait_done(procs)
     back = list(replay(directory, 0))
     for name in ("A", "B"):
         mine = [b for b in back if (b.events[0].event_id or "").startswith(f"{name}-")]
@@ -505,3 +514,17 @@ def test_sqlite_journal_round_trip_and_group_commit(tmp_path: Path) -> None:
     assert (journal.fsyncs, journal.fsynced_records) == (1, 10)
     assert list(sqlite_journal.replay(path)) == sent
     assert list(sqlite_journal.replay(path, after_seq=8)) == sent[8:]
+
+
+def test_sqlite_journal_two_processes_open_and_append_together(tmp_path: Path) -> None:
+    """Two processes open one new SQLite journal at the same moment and append 200
+    batches each: both open, and every batch replays, each process's in order."""
+    path = str(tmp_path / "journal.db")
+    procs = [writer("sqlite-pair", path, name, "200") for name in ("A", "B")]
+    start_together(procs)
+    wait_done(procs)
+    back = list(sqlite_journal.replay(path))
+    for name in ("A", "B"):
+        mine = [b for b in back if (b.events[0].event_id or "").startswith(f"{name}-")]
+        assert mine == [batch_for(name, n, events=3) for n in range(200)]
+    assert len(back) == 400

@@ -13,8 +13,10 @@ order. There are no segments: replay and pruning go by the row number.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 
 from mab.state import records
@@ -27,7 +29,16 @@ _SCHEMA = "CREATE TABLE IF NOT EXISTS batches (seq INTEGER PRIMARY KEY, record B
 def _connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
     # isolation_level=None: transactions are the explicit BEGIN/COMMIT below.
     conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
+    # Two processes opening a new database together: one of them gets "database is
+    # locked" from the switch to WAL at once, without SQLite's busy handler.
+    for attempt in itertools.count():
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 1000:
+                raise
+            time.sleep(0.01)
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute(_SCHEMA)
     return conn

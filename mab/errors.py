@@ -25,6 +25,17 @@ class CatalogError(StartupError):
         self.problem = problem
 
 
+class JournalCorrupt(StartupError):
+    """A journal segment or snapshot is damaged somewhere a torn write cannot explain;
+    the message names the file and the byte offset."""
+
+    def __init__(self, path: str, offset: int, problem: str) -> None:
+        super().__init__(f"{path}: offset {offset}: {problem}")
+        self.path = path
+        self.offset = offset
+        self.problem = problem
+
+
 class HTTPError(MabError):
     """An error that becomes a JSON response `{"error": {"code", "message"}}`."""
 
@@ -102,6 +113,15 @@ class Overloaded(HTTPError):
 class NotReady(HTTPError):
     status = 503
     code = "not_ready"
+    retry_after = 1
+
+
+class JournalFailed(HTTPError):
+    """Feedback could not be made durable (a write or fsync of the journal failed), so
+    it is not acknowledged (503 + Retry-After)."""
+
+    status = 503
+    code = "journal_failed"
     retry_after = 1
 
 

@@ -49,7 +49,7 @@ class Prediction:
 class Score(Protocol):
     """Steps 2 and 3 for one store: a request in, its answer out."""
 
-    async def __call__(self, request: PredictRequest) -> Prediction: ...
+    def __call__(self, request: PredictRequest) -> Awaitable[Prediction]: ...
 
 
 class Pipeline:
@@ -59,9 +59,11 @@ class Pipeline:
         self._score = score
         self._max_items = max_items
 
-    async def predict(self, body: bytes) -> Prediction:
+    def predict(self, body: bytes) -> Awaitable[Prediction]:
+        # Awaitables handed on, not awaited in a coroutine of each layer: a coroutine
+        # frame per layer is a measurable share of a 400-id request (bench/RESULTS.md).
         request = parse_request(body, self._max_items)  # 1. parse
-        return await self._score(request)  # 2-4. fetch counts, sample, rank, encode, frame
+        return self._score(request)  # 2-4. fetch counts, sample, rank, encode, frame
 
 
 def response_head(request: PredictRequest) -> bytes:
@@ -87,18 +89,21 @@ class TableScore:
         self._now = now  # the time the counts are decayed to (mab/clock.py)
         self._clock = clock
 
-    async def __call__(self, request: PredictRequest) -> Prediction:
+    def __call__(self, request: PredictRequest) -> Awaitable[Prediction]:
         queued = self._clock()
-        return await self._runner.run(len(request.items), self._score, request, queued)
+        return self._runner.run(len(request.items), self._score, request, queued)
 
     def _score(self, scorer: Scorer, request: PredictRequest, queued: float) -> Prediction:
         started = self._clock()
         items = request.items
+        spans = items.spans
+        n = len(spans) >> 1
+        top_k = request.top_k
         body, stats = scorer.score_table(
             self._table,
             items.buffer,
-            items.spans,
-            request.k,
+            spans,
+            n if top_k is None or top_k > n else top_k,
             request.seed,
             self._now(),
             head=response_head(request),
@@ -106,7 +111,7 @@ class TableScore:
         body += response_tail(stats.unknown)
         return Prediction(
             body,
-            len(items),
+            n,
             stats.unknown,
             stats.fetch_s,
             stats.sample_s,

@@ -15,7 +15,7 @@ import asyncio
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from mab.config import Config
@@ -29,7 +29,7 @@ Job = Callable[..., T]
 
 
 class Runner(Protocol):
-    async def run(self, items: int, job: Job[T], *args: Any) -> T:
+    def run(self, items: int, job: Job[T], *args: Any) -> Awaitable[T]:
         """`job(scorer, *args)` where it belongs for a request of `items` ids."""
         ...
 
@@ -45,8 +45,8 @@ class InlineRunner:
         self._lane = InlineLane(clock=clock)
         self._scorer = Scorer(config.prior_alpha, config.prior_beta)
 
-    async def run(self, items: int, job: Job[T], *args: Any) -> T:
-        return await self._lane.run(job, self._scorer, *args)
+    def run(self, items: int, job: Job[T], *args: Any) -> Awaitable[T]:
+        return self._lane.run(job, self._scorer, *args)
 
     def start(self) -> None:
         pass
@@ -80,9 +80,12 @@ class ActorRunner:
         self._pending = 0  # jobs queued or running; only touched on the loop thread
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def run(self, items: int, job: Job[T], *args: Any) -> T:
+    def run(self, items: int, job: Job[T], *args: Any) -> Awaitable[T]:
         if items <= self._inline_max:
-            return await self._inline.run(items, job, *args)
+            return self._inline.run(items, job, *args)
+        return self._on_actor(job, args)
+
+    async def _on_actor(self, job: Job[T], args: tuple[Any, ...]) -> T:
         if self._pending >= self._max_queue:
             raise Overloaded(f"{self._pending} requests wait for a sampler thread, retry later")
         assert self._loop is not None, "start() first"

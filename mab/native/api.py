@@ -32,14 +32,30 @@ class FastParse:
     seed: int | None
 
 
-class ScoreStats(NamedTuple):
-    """What one pipeline call reports besides the bytes it wrote."""
+class ScoreStats(Protocol):
+    """What one pipeline call reports besides the bytes it wrote. (The gate hands back
+    its C struct, reused by the thread's next call: read it before then.)"""
 
-    unknown: int  # ids scored from the prior alone
-    written: int  # bytes of the items array
-    fetch_s: float  # looking the ids up (or taking their counts) and adding the prior
+    @property
+    def unknown(self) -> int: ...  # ids scored from the prior alone
+    @property
+    def written(self) -> int: ...  # bytes of the items array
+    @property
+    def fetch_s(self) -> float: ...  # looking the ids up (or taking counts), adding the prior
+    @property
+    def sample_s(self) -> float: ...
+    @property
+    def encode_s(self) -> float: ...  # rank and encode
+
+
+class Stats(NamedTuple):
+    """The twin's ScoreStats."""
+
+    unknown: int
+    written: int
+    fetch_s: float
     sample_s: float
-    encode_s: float  # rank and encode
+    encode_s: float
 
 
 class IndexLike(Protocol):

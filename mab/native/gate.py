@@ -149,6 +149,7 @@ class Draws:
         self.draw: Any = ffi.new("mab_draw *")
         self.draw.prior_alpha, self.draw.prior_beta = prior_alpha, prior_beta
         self.draw.rng = self.rng
+        self.stats: Any = ffi.new("mab_score_stats *")  # each call's, reused
 
     def keyed(self, seed: int | None) -> Any:
         """The draw settings of one call: from the stream, or keyed by (seed, item)."""
@@ -335,12 +336,6 @@ class LiveTable:
 # ---------------------------------------------------------------- pipeline
 
 
-def _stats(stats: Any) -> ScoreStats:
-    return ScoreStats(
-        int(stats.unknown), int(stats.written), stats.fetch_s, stats.sample_s, stats.encode_s
-    )
-
-
 def score_table(
     table: LiveTable,
     draws: Draws,
@@ -352,7 +347,7 @@ def score_table(
     out: bytearray,
     at: int,
 ) -> ScoreStats:
-    stats = ffi.new("mab_score_stats *")
+    stats = draws.stats
     status = lib.mab_score_table(
         table.handle,
         now,
@@ -368,7 +363,8 @@ def score_table(
     )
     if status != lib.MAB_OK:
         _fail(status, "score")
-    return _stats(stats)
+    result: ScoreStats = stats
+    return result
 
 
 def score_counts(
@@ -383,7 +379,7 @@ def score_counts(
     out: bytearray,
     at: int,
 ) -> ScoreStats:
-    stats = ffi.new("mab_score_stats *")
+    stats = draws.stats
     status = lib.mab_score_counts(
         ffi.from_buffer("double[]", successes),
         ffi.from_buffer("double[]", failures),
@@ -402,7 +398,8 @@ def score_counts(
         raise _bad_counts(successes, failures, draws)
     if status != lib.MAB_OK:
         _fail(status, "score")
-    return _stats(stats)
+    result: ScoreStats = stats
+    return result
 
 
 def _bad_counts(successes: FloatArray, failures: FloatArray, draws: Draws) -> Exception:

@@ -32,12 +32,15 @@ def literal_key(arm: str) -> bytes:
     return orjson.dumps(arm)[1:-1]
 
 
+_SPANS = np.dtype(np.uint64)
+
+
 def check_spans(spans: Spans) -> Spans:
     if not (
-        isinstance(spans, np.ndarray)
-        and spans.dtype == np.uint64
+        type(spans) is np.ndarray
+        and spans.dtype is _SPANS
         and spans.ndim == 1
-        and len(spans) % 2 == 0
+        and not len(spans) & 1
         and spans.flags.c_contiguous
     ):
         raise ValueError("spans must be a contiguous 1-D uint64 array of [begin, end) pairs")
@@ -60,11 +63,6 @@ class Scorer:
         out[:start] = head
         return out
 
-    @staticmethod
-    def _trimmed(out: bytearray, at: int, stats: ScoreStats) -> bytearray:
-        del out[at + stats.written :]  # keeps the allocation: appending the tail is free
-        return out
-
     def score_table(
         self,
         table: Any,
@@ -81,7 +79,8 @@ class Scorer:
         stats = backend.score_table(
             table, self._draws, seed, now, src, check_spans(spans), k, out, len(head)
         )
-        return self._trimmed(out, len(head), stats), stats
+        del out[len(head) + stats.written :]  # keeps the allocation: appending is free
+        return out, stats
 
     def score_counts(
         self,
@@ -103,7 +102,8 @@ class Scorer:
         stats = backend.score_counts(
             successes, failures, unknown, self._draws, seed, src, spans, k, out, len(head)
         )
-        return self._trimmed(out, len(head), stats), stats
+        del out[len(head) + stats.written :]
+        return out, stats
 
 
 def rank(scores: FloatArray, top_k: int | None) -> Rows:

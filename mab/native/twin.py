@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mab.errors import InvalidSpans, ResponseTooLarge
-from mab.native.api import FastParse, FloatArray, Rows, ScoreStats, Spans
+from mab.native.api import FastParse, FloatArray, Rows, ScoreStats, Spans, Stats
 
 NAME = "twin"
 ISA = "twin"
@@ -470,7 +470,7 @@ def score_table(
     written, *times = _score(
         counts[:, 0] * scale, counts[:, 1] * scale, draws, seed, src, spans, k, out, at, started
     )
-    return ScoreStats(unknown, written, *times)
+    return Stats(unknown, written, *times)
 
 
 def score_counts(
@@ -495,7 +495,7 @@ def score_counts(
 
         raise StoreFailed("the store gave counts that are not finite and >= 0")
     written, *times = _score(successes, failures, draws, seed, src, spans, k, out, at, started)
-    return ScoreStats(unknown, written, *times)
+    return Stats(unknown, written, *times)
 
 
 # ---------------------------------------------------------------- live table

@@ -42,7 +42,7 @@ def table(data: dict[str, Any]) -> str:
             pace = np.mean([s["rounds_per_s"] for s in result["seeds"]])
             lines.append(
                 f"{label(name):<34}{np.mean(finals):>10.1f} +- {sd:>5.1f}"
-                f"{np.mean(finals) / base_mean:>12.3f}x{pace:>10.0f}"
+                f"{ratio(np.mean(finals), base_mean):>13}{pace:>10.0f}"
             )
             if name.startswith("mab-hl-"):
                 hl = [s["half_life_s"] for s in result["seeds"]]
@@ -54,11 +54,16 @@ def table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def ratio(value: float, base: float) -> str:
+    return "-" if math.isnan(base) else f"{value / base:.3f}x"
+
+
 def plot(data: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     x = np.array(data["impressions"])
     scenarios = list(data["results"])
@@ -77,6 +82,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
             f"{scenario}" + (": 10% of the arms swap rates halfway" if scenario == "drift" else "")
         )
         ax.set_xlabel("impressions")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v else "0"))
         ax.set_ylabel("cumulative regret (clicks)")
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper left", fontsize=9)

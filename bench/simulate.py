@@ -291,9 +291,9 @@ def policies_for(scenario: str, chosen: list[str], half_lives: list[int]) -> lis
 def main() -> int:
     args = parse_args()
     if args.replot:
-        data = json.loads(args.replot.read_text())
-        print(table(data))
-        plot(data, args.png)
+        earlier = json.loads(args.replot.read_text())
+        print(table(earlier))
+        plot(earlier, args.png)
         print(f"plot: {args.png}")
         return 0
     if args.impressions % TOP_K:

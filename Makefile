@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-NATIVE := $(wildcard mab/native/*.cpp mab/native/*.h mab/native/_build*.py)
+NATIVE := $(wildcard mab/native/[a-z]*.cpp mab/native/*.h mab/native/_build.py mab/native/_stamp.py)
 ARGS   ?=
 
 .PHONY: venv serve test test-native-debug lint bench bench-sampler wrk clean
@@ -20,8 +20,10 @@ venv: $(STAMP)
 serve: venv
 	$(BIN)/mab serve $(ARGS)
 
+# The suite, then lint, then the native code's tests once more under the sanitizers.
 test: venv
 	$(BIN)/python -m pytest $(ARGS)
+	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-native-debug
 
 # One more pass of the native code's tests against a copy built with -O0, assertions,
@@ -40,7 +42,8 @@ test-native-debug: venv
 		ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		PYTHONMALLOC=malloc \
 		$(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider \
-		tests/test_sampler.py tests/test_request.py tests/test_codec.py tests/test_predict.py
+		tests/test_sampler.py tests/test_request.py tests/test_codec.py tests/test_predict.py \
+		tests/test_runner.py
 
 lint: venv
 	$(BIN)/ruff check mab tests bench
@@ -57,4 +60,4 @@ bench-sampler: venv
 	$(BIN)/python bench/sampler.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info mab/native/_native.* mab/native/_sampler.* mab/native/_codec.* .pytest_cache .mypy_cache
+	rm -rf $(VENV) build *.egg-info mab/native/*.so mab/native/_native.cpp .pytest_cache .mypy_cache .ruff_cache

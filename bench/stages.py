@@ -3,17 +3,16 @@
 
     python bench/stages.py [--repeat 5]
 
-Stages: parse (body -> request), fetch (embedded store: ids -> counts), sample
-(Beta draws, inline), rank (order of the scores), encode (response body). The last
-row of each size is the fused native call (EmbeddedScorer) that the server uses for
-fast-path requests on the embedded store: fetch to encode in one call. Uses the
-benchmark catalog and bodies of bench/catalog.py (100k arms; 400 and 4,000 ids).
+Stages, each called on its own: parse (body -> request; the fast parser and the
+general one), fetch (ids -> rows of the arm table), sample (Beta draws), rank, encode.
+The `pipeline` row is the one native call the server makes (`Scorer.score_table`:
+fetch to encode), with the parse before it. Uses the benchmark catalog and bodies of
+bench/catalog.py (100k arms; 400 and 4,000 ids).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
 import time
@@ -26,8 +25,7 @@ import catalog  # noqa: E402  (bench/catalog.py, beside this script)
 
 from mab.catalog import load_csv  # noqa: E402
 from mab.native import BetaSampler  # noqa: E402
-from mab.native.codec import RankedEncoder, rank  # noqa: E402
-from mab.predict import encode  # noqa: E402
+from mab.native.scoring import Scorer, encode_ranked, rank  # noqa: E402
 from mab.request import parse_general, parse_request  # noqa: E402
 from mab.store.embedded import EmbeddedStore  # noqa: E402
 
@@ -50,11 +48,10 @@ def main() -> int:
     args = ap.parse_args()
     data = catalog.write(args.data)
     store = EmbeddedStore(load_csv(data / "arms.csv"))
-    sampler, encoder = BetaSampler(seed=1), RankedEncoder()
-    scorer = store.scorer(1.0, 1.0)
-    loop = asyncio.new_event_loop()
+    table = store.table
+    sampler, scorer = BetaSampler(seed=1), Scorer(1.0, 1.0)
     print(
-        f"{'items':>5} {'parser':<8}{'parse':>8}{'fetch':>8}{'sample':>8}{'rank':>8}{'encode':>8}"
+        f"{'items':>5} {'parser':<9}{'parse':>8}{'fetch':>8}{'sample':>8}{'rank':>8}{'encode':>8}"
         f"{'total':>8}   (us per request)"
     )
     for size in (400, 4000):
@@ -62,40 +59,37 @@ def main() -> int:
         calls = 2000 if size == 400 else 300
         for name, parser in (("general", parse_general), ("fast", parse_request)):
             request = parser(body, 10_000)
-            features = loop.run_until_complete(store.fetch(request.items))
-            alpha, beta = features.successes + 1.0, features.failures + 1.0
+            src, spans = request.items.buffer, request.items.spans
+            rows, _ = table.rows(src, spans)
+            counts = table.counts[rows]
+            alpha, beta = counts[:, 0] + 1.0, counts[:, 1] + 1.0
             scores = sampler.sample(alpha, beta)
             order = rank(scores, None)
-
-            def fetch(request: object = request) -> object:
-                coroutine = store.fetch(request.items)  # type: ignore[attr-defined]
-                try:
-                    coroutine.send(None)  # the embedded store never awaits
-                except StopIteration as done:
-                    return done.value
-                raise AssertionError("the embedded store awaited")
-
             times = [
                 per_call_us(lambda p=parser, b=body: p(b, 10_000), calls, args.repeat),
-                per_call_us(fetch, calls, args.repeat),
+                per_call_us(lambda s=src, sp=spans: table.rows(s, sp), calls, args.repeat),
                 per_call_us(lambda a=alpha, b=beta: sampler.sample(a, b), calls, args.repeat),
                 per_call_us(lambda s=scores: rank(s, None), calls, args.repeat),
                 per_call_us(
-                    lambda r=request, s=scores, o=order: encode(encoder, r, s, o, 0),
+                    lambda s=src, sp=spans, sc=scores, o=order: encode_ranked(s, sp, sc, o),
                     calls,
                     args.repeat,
                 ),
             ]
             cells = "".join(f"{t:>8.1f}" for t in times)
-            print(f"{size:>5} {name:<8}{cells}{sum(times):>8.1f}")
-        spans = parse_request(body, 10_000).items.spans
-        fused = per_call_us(
-            lambda b=body, s=spans: scorer.score(b, s, None, None), calls, args.repeat
+            print(f"{size:>5} {name:<9}{cells}{sum(times):>8.1f}")
+        request = parse_request(body, 10_000)
+        pipeline = per_call_us(
+            lambda r=request: scorer.score_table(
+                table, r.items.buffer, r.items.spans, r.k, None
+            ),
+            calls,
+            args.repeat,
         )
         parse = per_call_us(lambda b=body: parse_request(b, 10_000), calls, args.repeat)
         print(
-            f"{size:>5} {'fused':<8}{parse:>8.1f}{'(fetch to encode in one call)':>32}"
-            f"{parse + fused:>8.1f}"
+            f"{size:>5} {'pipeline':<9}{parse:>8.1f}{'(fetch to encode in one call)':>32}"
+            f"{parse + pipeline:>8.1f}"
         )
     return 0
 

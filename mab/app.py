@@ -1,9 +1,9 @@
 """The HTTP side of one worker: routes, error rendering, request logs.
 
 Built on aiohttp's low-level server (`web.Server`): one handler gets every request
-and dispatches on (path, method) itself. The web.Application router and middleware
-chain cost ~7.5 us a request (a hello-world measured 17.1k vs 19.6k requests/s on
-one core), which /predict does not need.
+and dispatches on (path, method) itself: the web.Application router and middleware
+chain cost a measurable share of a request that /predict does not need
+(bench/RESULTS.md, section 1).
 """
 
 from __future__ import annotations
@@ -37,9 +37,8 @@ from mab.errors import (
 )
 from mab.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mab.metrics import Metrics
-from mab.predict import Figures, Prediction, Predictor
-from mab.request import parse_request
-from mab.sampling import SamplerPool
+from mab.predict import Figures, Pipeline, Prediction
+from mab.runner import build_runner
 from mab.store.base import FeatureStore
 
 _log = structlog.get_logger("mab.request")
@@ -51,8 +50,8 @@ class WorkerState:
     def __init__(self, config: Config, store: FeatureStore) -> None:
         self.config = config
         self.store = store
-        self.samplers = SamplerPool(config)
-        self.predictor = Predictor(config, store, self.samplers)
+        self.runner = build_runner(config)
+        self._pipeline: Pipeline | None = None  # built in start(), with the store's scorer
         self.metrics = Metrics()
         self.inflight = 0
         self.draining = False
@@ -64,11 +63,17 @@ class WorkerState:
     def next_request_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):x}"
 
+    @property
+    def pipeline(self) -> Pipeline:
+        assert self._pipeline is not None, "start() first"
+        return self._pipeline
+
     async def start(self) -> None:
         """Start the store client, the sampler actors and the metrics flush, in the
         running loop of this worker (after the fork)."""
         await self.store.start()
-        self.samplers.start()
+        self.runner.start()
+        self._pipeline = Pipeline(self.store.scorer(self.runner), self.config.max_items)
         self._flushing = asyncio.create_task(self.metrics.flush_every())
 
     async def close(self) -> None:
@@ -77,7 +82,7 @@ class WorkerState:
             self._flushing.cancel()
         self.metrics.flush()
         self.request_lines.flush()
-        self.samplers.close()
+        self.runner.close()
         await self.store.close()
 
 
@@ -148,8 +153,7 @@ async def _predict(state: WorkerState, request: web.BaseRequest) -> web.Response
     started = time.perf_counter()
     try:
         body = await _read_body(request, config.max_body_bytes, config.read_timeout)
-        parsed = parse_request(body, config.max_items)
-        prediction = await state.predictor.predict(parsed)
+        prediction = await state.pipeline.predict(body)
     except Overloaded:
         state.metrics.shed()
         raise

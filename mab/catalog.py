@@ -1,7 +1,8 @@
 """The arm catalog of the embedded store: a CSV `arm_id,successes,failures`.
 
 Loaded once in the parent before the workers fork, so every worker shares the
-arrays copy-on-write. Row `len(ids)` of the count arrays is a 0 / 0 sentinel that
+arrays copy-on-write. Row r of `counts` holds successes and failures of ids[r]
+side by side (one cache line for both); row `len(ids)` is a 0 / 0 sentinel that
 unknown ids map to, so a lookup never needs a mask.
 """
 
@@ -24,26 +25,28 @@ COLUMNS = ("arm_id", "successes", "failures")
 @dataclass(frozen=True, slots=True)
 class Catalog:
     ids: list[str]
-    successes: FloatArray  # len(ids) + 1 entries; the last is the unknown-id sentinel
-    failures: FloatArray
-    index: dict[str, int]  # arm id -> row
+    counts: FloatArray  # (len(ids) + 1, 2): successes, failures; the last row is 0, 0
     source: str  # file path, or "demo" for a generated catalog
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def successes(self) -> FloatArray:
+        return self.counts[:, 0]
+
+    @property
+    def failures(self) -> FloatArray:
+        return self.counts[:, 1]
+
     @classmethod
     def from_columns(
         cls, ids: list[str], successes: list[float], failures: list[float], source: str
     ) -> Catalog:
-        sentinel = [0.0]
-        return cls(
-            ids=ids,
-            successes=np.array(successes + sentinel, dtype=np.float64),
-            failures=np.array(failures + sentinel, dtype=np.float64),
-            index={arm: row for row, arm in enumerate(ids)},
-            source=source,
-        )
+        counts = np.zeros((len(ids) + 1, 2), dtype=np.float64)
+        counts[:-1, 0] = successes
+        counts[:-1, 1] = failures
+        return cls(ids=ids, counts=counts, source=source)
 
 
 def _count(text: str, column: str, path: str, line: int) -> float:

@@ -1,55 +1,254 @@
-"""The one typed, immutable configuration object, settled once at start-up."""
+"""The one typed, immutable configuration object, settled once at start-up.
+
+Every setting is declared once, here: its name, type, default and help. The CLI
+flags, the `MAB_*` environment variables, `mab serve --help` and the README's
+configuration table all come from these declarations (`mab.cli`, `settings()`).
+A field's flag is `--` and its name with dashes, unless it says otherwise.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args, get_type_hints
 
 StoreName = Literal["embedded", "vertex-featurestore", "vertex-online"]
 LogFormat = Literal["json", "console"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+# How a value must compare to 0: checked for flags and env vars alike.
+Bound = Literal["positive", "non_negative", None]
+
+
+def setting(
+    default: Any = MISSING,
+    help: str = "",
+    *,
+    factory: Callable[[], Any] | None = None,
+    shown: str | None = None,
+    bound: Bound = None,
+    flag: str | None = None,
+    metavar: str | None = None,
+) -> Any:
+    """A dataclass field that is also a flag: `shown` is how --help and the README
+    give a default that depends on the machine (`factory`)."""
+    metadata = {"help": help, "shown": shown, "bound": bound, "flag": flag, "metavar": metavar}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True, slots=True)
 class VertexConfig:
-    """Options of the two Vertex AI stores (ignored by the embedded store)."""
+    """Options of the two Vertex AI stores (ignored by the other stores)."""
 
-    entity_type: str | None = None  # legacy Featurestore: projects/.../entityTypes/ET
-    feature_view: str | None = None  # new Feature Store: projects/.../featureViews/V
-    endpoint: str | None = None  # HOST:PORT; None = regional endpoint from the resource name
-    insecure: bool = False  # plaintext channel, no credentials: local fakes and emulators
-    streaming: bool = False  # vertex-online: v1beta1 StreamingFetchFeatureValues batch read
-    success_feature: str = "successes"
-    failure_feature: str = "failures"
-    fetch_chunk: int = 100
-    fetch_deadline: float = 1.0  # seconds for the whole fetch of one request
-    cache_ttl: float = 0.0  # seconds; 0 = cache off
-    cache_size: int = 100_000
-    unhealthy_after: int = 5  # consecutive failed fetches before /health says 503
+    entity_type: str | None = setting(
+        None,
+        "legacy Featurestore entity type: projects/P/locations/L/featurestores/F/entityTypes/E",
+        flag="--vertex-entity-type",
+    )
+    feature_view: str | None = setting(
+        None,
+        "Feature Store view: projects/P/locations/L/featureOnlineStores/S/featureViews/V",
+        flag="--vertex-feature-view",
+    )
+    endpoint: str | None = setting(
+        None,
+        "HOST:PORT of the API (default: the regional endpoint of the resource)",
+        flag="--vertex-endpoint",
+    )
+    insecure: bool = setting(
+        False,
+        "plaintext channel and no credentials (local fakes and emulators)",
+        flag="--vertex-insecure",
+    )
+    streaming: bool = setting(
+        False,
+        "vertex-online: batch reads with the v1beta1 StreamingFetchFeatureValues",
+        flag="--vertex-streaming",
+    )
+    success_feature: str = setting("successes", "feature id of success counts")
+    failure_feature: str = setting("failures", "feature id of failure counts")
+    fetch_chunk: int = setting(100, "ids per concurrent fetch call", bound="positive")
+    fetch_deadline: float = setting(
+        1.0, "seconds for the whole feature fetch of one request (then 504)", bound="positive"
+    )
+    cache_ttl: float = setting(
+        0.0, "seconds an arm's counts stay cached in a worker (0 = off)", bound="non_negative"
+    )
+    cache_size: int = setting(100_000, "cached arms per worker", bound="positive")
+    unhealthy_after: int = setting(
+        5, "consecutive failed fetches before /health reports 503", bound="positive"
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    samplers: int = 2  # sampler actor threads per worker
-    chunk_size: int = 2048  # requests with more items are split across sampler actors
-    inline_max: int = 10_000  # requests with at most this many items are sampled inline
-    max_queue: int = 256  # sampling jobs waiting per worker before shedding with 503
-    max_inflight: int = 1024  # requests in progress per worker before shedding with 503
-    store: StoreName = "embedded"
-    catalog: Path | None = None
-    demo_arms: int = 100_000
-    prior_alpha: float = 1.0
-    prior_beta: float = 1.0
-    max_items: int = 10_000
-    max_body_bytes: int = 2 * 1024 * 1024
-    read_timeout: float = 10.0  # seconds a client gets to send the body of a request
-    log_level: str = "info"
-    log_format: LogFormat = "json"
-    access_log: bool = True  # one structured log line per request
-    graceful_timeout: float = 10.0
-    metrics_dir: Path | None = None  # prometheus multiprocess dir; None = a fresh temp dir
-    vertex: VertexConfig = field(default_factory=VertexConfig)
+    """Everything `mab serve` is told: built once by `mab.cli`, passed down, never changed."""
+
+    host: str = setting("127.0.0.1", "address to listen on")
+    port: int = setting(8080, "port to listen on (0 = any)", bound="non_negative")
+    workers: int = setting(
+        help="worker processes",
+        factory=lambda: os.cpu_count() or 1,
+        shown="number of cores",
+        bound="positive",
+    )
+    samplers: int = setting(
+        2,
+        "sampler threads per worker, for requests over --inline-max items "
+        "(none start when --inline-max >= --max-items)",
+        bound="positive",
+    )
+    inline_max: int = setting(
+        10_000,
+        "requests with at most this many items are scored on the event loop thread",
+        bound="non_negative",
+    )
+    max_queue: int = setting(
+        256, "requests waiting for a sampler thread before new ones get 503", bound="positive"
+    )
+    max_inflight: int = setting(
+        1024, "requests in progress per worker before new ones get 503", bound="positive"
+    )
+    store: StoreName = setting("embedded", "where the counts come from")
+    catalog: Path | None = setting(
+        None,
+        "CSV arm_id,successes,failures for the embedded store (default: a demo catalog)",
+        metavar="PATH",
+    )
+    demo_arms: int = setting(
+        100_000, "arms in the generated demo catalog when no --catalog is given", bound="positive"
+    )
+    prior_alpha: float = setting(1.0, "Beta prior alpha", bound="positive")
+    prior_beta: float = setting(1.0, "Beta prior beta", bound="positive")
+    max_items: int = setting(10_000, "item ids per /predict request (then 413)", bound="positive")
+    max_body_bytes: int = setting(
+        2 * 1024 * 1024, "request body size limit (then 413)", bound="positive"
+    )
+    read_timeout: float = setting(
+        10.0, "seconds a client gets to send a request body (then 408)", bound="positive"
+    )
+    log_level: LogLevel = setting("info", "log level")
+    log_format: LogFormat = setting("json", "structlog JSON lines on stdout, or a console view")
+    access_log: bool = setting(True, "log one line per request")
+    graceful_timeout: float = setting(
+        10.0, "seconds in-flight requests get to finish on SIGTERM", bound="non_negative"
+    )
+    metrics_dir: Path | None = setting(
+        None,
+        "directory for cross-process Prometheus metrics (default: a fresh temp dir)",
+        metavar="DIR",
+    )
+    vertex: VertexConfig = field(
+        default_factory=VertexConfig, metadata={"group": "Vertex AI stores"}
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One row of the settings table: a field of Config or of one of its groups."""
+
+    name: str  # the field name
+    group: str | None  # the Config field of the group it is in, e.g. "vertex"
+    heading: str | None  # the group's heading in --help
+    flag: str
+    env: str
+    kind: Any  # the type: int, float, str, bool, Path, or a Literal of choices
+    optional: bool  # None allowed (a default of None)
+    default: Any
+    shown: str  # the default, as --help and the README give it
+    help: str
+    bound: Bound
+    metavar: str  # the value's name in --help
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        return get_args(self.kind) if getattr(self.kind, "__origin__", None) is Literal else None
+
+
+def env_name(flag: str) -> str:
+    return "MAB_" + flag.lstrip("-").replace("-", "_").upper()
+
+
+def _kind(annotation: Any) -> tuple[Any, bool]:
+    """(the type, whether None is allowed) of `X` or `X | None`."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if getattr(annotation, "__origin__", None) is not Literal and len(args) == 1:
+        return args[0], True
+    return annotation, False
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int) and value >= 10_000:
+        return f"{value:,}"
+    return str(value)
+
+
+def _rows(cls: type, group: str | None, heading: str | None) -> Iterator[Setting]:
+    hints = get_type_hints(cls)
+    for f in fields(cls):
+        if "group" in f.metadata:
+            yield from _rows(hints[f.name], f.name, f.metadata["group"])
+            continue
+        kind, optional = _kind(hints[f.name])
+        default = f.default if f.default_factory is MISSING else f.default_factory()
+        flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+        yield Setting(
+            name=f.name,
+            group=group,
+            heading=heading,
+            flag=flag,
+            env=env_name(flag),
+            kind=kind,
+            optional=optional,
+            default=default,
+            shown=f.metadata["shown"] or _shown(default),
+            help=f.metadata["help"],
+            bound=f.metadata["bound"],
+            metavar=f.metadata["metavar"] or flag[2:].upper().replace("-", "_"),
+        )
+
+
+def settings() -> list[Setting]:
+    """The settings table, in declaration order."""
+    return list(_rows(Config, None, None))
+
+
+def build_config(values: dict[str, Any]) -> Config:
+    """A Config from {setting name: value}, the names of group fields included
+    (`entity_type` goes to `Config.vertex`)."""
+    top: dict[str, Any] = {}
+    groups: dict[str, dict[str, Any]] = {}
+    for row in settings():
+        if row.name not in values:
+            continue
+        target = top if row.group is None else groups.setdefault(row.group, {})
+        target[row.name] = values[row.name]
+    hints = get_type_hints(Config)
+    for group, kwargs in groups.items():
+        top[group] = hints[group](**kwargs)
+    return Config(**top)
+
+
+def markdown_table() -> str:
+    """The settings as the README's configuration table (a test keeps them equal)."""
+    lines = ["| flag | env | default | meaning |", "|------|-----|---------|---------|"]
+    heading = None
+    for row in settings():
+        if row.heading != heading:
+            heading = row.heading
+            lines.append(f"| **{heading}** | | | |")
+        if row.kind is bool:
+            flag = f"{row.flag}, --no-{row.flag[2:]}"
+        else:
+            flag = f"{row.flag} {row.metavar}"
+        meaning = row.help if row.choices is None else f"{row.help}: {', '.join(row.choices)}"
+        lines.append(f"| `{flag}` | `{row.env}` | {row.shown} | {meaning} |")
+    return "\n".join(lines) + "\n"

@@ -25,6 +25,17 @@ class CatalogError(StartupError):
         self.problem = problem
 
 
+class JournalCorrupt(StartupError):
+    """A journal segment or snapshot is damaged somewhere a torn write cannot explain;
+    the message names the file and the byte offset."""
+
+    def __init__(self, path: str, offset: int, problem: str) -> None:
+        super().__init__(f"{path}: offset {offset}: {problem}")
+        self.path = path
+        self.offset = offset
+        self.problem = problem
+
+
 class HTTPError(MabError):
     """An error that becomes a JSON response `{"error": {"code", "message"}}`."""
 
@@ -105,6 +116,35 @@ class NotReady(HTTPError):
     retry_after = 1
 
 
+class JournalFailed(HTTPError):
+    """Feedback could not be made durable (a write or fsync of the journal failed), so
+    it is not acknowledged (503 + Retry-After)."""
+
+    status = 503
+    code = "journal_failed"
+    retry_after = 1
+
+
 class InternalError(HTTPError):
     status = 500
     code = "internal"
+
+
+class NativeError(InternalError):
+    """The native pipeline refused its input: a bug of ours, answered as a 500."""
+
+
+class InvalidSpans(NativeError, ValueError):
+    """A span, an order entry or k out of range of the buffer it points into."""
+
+
+class ResponseTooLarge(NativeError):
+    """An answer did not fit the buffer sized for it."""
+
+
+class NativeOutOfMemory(HTTPError):
+    """The native pipeline could not allocate its scratch: shed, as for overload."""
+
+    status = 503
+    code = "out_of_memory"
+    retry_after = 1

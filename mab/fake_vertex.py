@@ -55,6 +55,7 @@ class Stats:
     ids: int = 0  # entity ids requested, over all calls
     max_ids: int = 0  # most ids in one call (rejected calls included)
     active: int = 0  # calls in progress
+    peak_active: int = 0  # most calls in progress at once
     ok: int = 0  # calls answered in full
     failed: int = 0  # calls ended with an error status (injected, or over the limit)
     cancelled: int = 0  # calls the client cancelled before they ended
@@ -176,6 +177,10 @@ class FakeVertex:
         self.port = self._server.add_insecure_port(f"{self.host}:{self.port}")
         await self._server.start()
 
+    def reset_stats(self) -> None:
+        """Count from zero again (tests)."""
+        self.stats = Stats()
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop serving; calls in progress are cancelled (after `grace` seconds)."""
         if self._server is not None:
@@ -219,6 +224,7 @@ class FakeVertex:
         stats.ids += len(ids)
         stats.max_ids = max(stats.max_ids, len(ids))
         stats.active += 1
+        stats.peak_active = max(stats.peak_active, stats.active)
         try:
             if not ids:
                 await _abort(context, "INVALID_ARGUMENT", "no entity ids")

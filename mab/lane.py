@@ -1,14 +1,11 @@
 """The inline lane: CPU work on the event loop thread, oldest request first, a
 bounded slice of it per loop turn.
 
-Without it, one loop turn reads every request that has arrived and the next runs
-them all back to back: at 4,000 ids that is ~30 requests, ~15 ms, with no socket
-read in between. The requests that arrive meanwhile are read at the next poll in
-epoll's order, which puts a connection that missed a poll behind the ones that did
-not, turn after turn: wrk saw a few connections starved at 2x the median latency
-(p99 1.7x the mean with one worker). Taking one turn's worth of work at a time, in
-arrival order, lets the loop poll between requests and serve connections in the
-order they asked (bench/RESULTS.md, section 0b).
+Run back to back in one turn, a burst of 4,000-id requests keeps the loop from
+reading its sockets for many milliseconds, and the connections that missed a poll
+fall behind the others turn after turn. Taking one turn's worth of work at a time,
+in arrival order, lets the loop poll between requests and serve connections in the
+order they asked (bench/RESULTS.md, section 0b, has the tail it cut).
 """
 
 from __future__ import annotations
@@ -21,10 +18,8 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-# CPU time of inline jobs per loop turn before the loop polls its sockets again:
-# 3-4 requests of 4,000 ids, ~30 of 400. Measured against 0.2 ms (one job a turn:
-# 5% fewer requests/s, the turns cost that much), 0.5, 2 and 3 ms (the tail grows
-# back): bench/RESULTS.md, section 0b.
+# CPU time of inline jobs per loop turn before the loop polls its sockets again;
+# chosen against 0.2 to 3 ms (bench/RESULTS.md, section 0b).
 TURN_BUDGET_S = 0.001
 
 
@@ -39,12 +34,14 @@ class InlineLane:
     """Runs `fn(*args)` on the loop thread in the order `run` is called, with at
     most about `budget_s` of such work per loop turn. One lane per event loop."""
 
-    def __init__(self, budget_s: float = TURN_BUDGET_S) -> None:
+    def __init__(
+        self, budget_s: float = TURN_BUDGET_S, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
         self._budget = budget_s
         self._jobs: deque[_Job] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._spent: float | None = None  # work done this turn; None: none yet
-        self._clock = time.perf_counter
+        self._clock = clock
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` now if this turn has room and nothing waits, else in a later

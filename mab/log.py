@@ -40,12 +40,10 @@ class Deferred(Generic[T]):
 
     Log lines go out this way twice. Written lines (LoopBatchedLogger): one write(2)
     for a burst of requests. And the per-request line itself, before structlog
-    renders it: rendered inside its request, a line cost ~48 us of a worker's CPU at
-    4,000 ids (thread CPU time, measured under wrk), against ~12 us for the same
-    line in a loop of lines. The request's native work and its 200 KB answer push
-    the interpreter's code and data out of the caches between lines; rendered back
-    to back (~10 a batch under load), a line costs ~22 us. A request keeps only a
-    tuple of raw values until then.
+    renders it: a request's native work and its 200 KB answer push the interpreter's
+    code and data out of the caches, so lines rendered back to back cost half what
+    one rendered inside its request does (bench/RESULTS.md, section 0). A request
+    keeps only a tuple of raw values until then.
     """
 
     def __init__(self, handle: Callable[[list[T]], None]) -> None:
@@ -97,7 +95,7 @@ _batched: LoopBatchedLogger | None = None
 class IsoTimeStamper:
     """Adds `timestamp` as ISO 8601 UTC with microseconds, as structlog's
     TimeStamper(fmt="iso", utc=True) writes it, formatting the date and time once a
-    second: the per-line datetime formatting was ~2.5 of a request line's 7 us.
+    second: the per-line datetime formatting was a third of a request line's cost.
     The time is the event's LOGGED_AT field when it has one, else now."""
 
     def __init__(self) -> None:
@@ -124,7 +122,7 @@ def configure(config: Config) -> None:
     """Set up structlog for this process; call again after a fork to rebind stdout."""
     level = logging.getLevelNamesMapping()[config.log_level.upper()]
     # No merge_contextvars: nothing is bound through contextvars, and copying
-    # them was ~0.3 us of every line.
+    # them costs every line.
     shared: list[Any] = [
         structlog.processors.add_log_level,
         IsoTimeStamper(),

@@ -38,8 +38,8 @@ def mark_process_dead(pid: int) -> None:
 class Metrics:
     """The metrics one worker updates; built after the fork.
 
-    Updating a multiprocess value takes a lock, a pid check and an mmap write,
-    ~1-2 us, and a request made four such updates. Requests now add to plain
+    Updating a multiprocess value takes a lock, a pid check and an mmap write, and a
+    request made four such updates. Requests add to plain
     numbers, and `flush()` moves the sums into the shared values: every FLUSH_S
     from a task of the worker, before it renders /metrics, and when it stops.
     A worker killed outright loses at most its last FLUSH_S of counts.

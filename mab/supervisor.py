@@ -161,9 +161,13 @@ def _serve(config: Config, logger: Any) -> int:
     started = time.perf_counter()
     store = build_store(config)
     health = store.health()
+    from mab.native import ISA, backend
+
     logger.info(
         "store loaded",
         store=store.name,
+        pipeline=backend.NAME,  # "native", or "twin" with MAB_NO_NATIVE=1
+        isa=ISA,
         load_s=round(time.perf_counter() - started, 3),
         **health.detail,
     )

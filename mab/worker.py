@@ -15,6 +15,7 @@ from aiohttp import http_writer, web
 
 from mab import log
 from mab.app import WorkerState, build_server
+from mab.blocking import detect_blocking
 from mab.config import Config
 from mab.listener import accept_new_connections, refuse_new_connections
 from mab.store.base import FeatureStore
@@ -52,6 +53,7 @@ async def _serve(config: Config, sock: socket.socket, store: FeatureStore, slot:
     state = WorkerState(config, store)
     await state.start()  # the store client, the sampler actors, the metrics flush
     gc.freeze()  # and what the worker set up: its clients live until it exits
+    detector = detect_blocking()  # off unless MAB_DETECT_BLOCKING=1 (the tests)
     runner = web.ServerRunner(
         build_server(state),
         handle_signals=False,
@@ -61,7 +63,8 @@ async def _serve(config: Config, sock: socket.socket, store: FeatureStore, slot:
     await runner.setup()
     accept_new_connections(sock)
     await web.SockSite(runner, sock, backlog=1024).start()
-    logger.info("worker started", worker=slot, pid=os.getpid(), samplers=config.samplers)
+    samplers = getattr(state.runner, "threads", 0)
+    logger.info("worker started", worker=slot, pid=os.getpid(), sampler_threads=samplers)
     await stop.wait()
     logger.info("worker stopping", worker=slot, pid=os.getpid())
     state.draining = True
@@ -71,6 +74,8 @@ async def _serve(config: Config, sock: socket.socket, store: FeatureStore, slot:
     await asyncio.sleep(_ACCEPT_DRAIN_S)
     # Stop accepting, let in-flight requests finish within the graceful timeout,
     # cancel what is left, then stop the samplers and the store client.
+    if detector is not None:
+        detector.deactivate()  # stopping blocks on purpose: joins, flushes
     try:
         await runner.cleanup()
     finally:

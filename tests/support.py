@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,12 +19,23 @@ from typing import Any
 import psutil
 
 HOST = "127.0.0.1"
+# The two builds of the pipeline a server can run: the native one, and its pure
+# numpy / Python twin (MAB_NO_NATIVE=1). The API tests run against both.
+BACKENDS = {"native": {}, "twin": {"MAB_NO_NATIVE": "1"}}
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
+
+
+def eventually_sync(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait until `check()` holds; the timeout only bounds a failure."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.01)
 
 
 @dataclass
@@ -42,6 +53,7 @@ class ServerProcess:
     port: int
     proc: subprocess.Popen[bytes]
     log_path: str
+    env: dict[str, str] = field(default_factory=dict)  # what run_server was given
     url: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -123,10 +135,10 @@ def run_server(
     port = free_port()
     log = tempfile.NamedTemporaryFile("wb", prefix="mab-server-", suffix=".log", delete=False)
     cmd = [sys.executable, "-m", "mab", "serve", "--port", str(port), "--workers", str(workers)]
-    proc = subprocess.Popen(
-        [*cmd, *args], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-    )
-    server = ServerProcess(port, proc, log.name)
+    # Every server of the suite detects blocking calls on its loops (mab/blocking.py).
+    environment = {**os.environ, "MAB_DETECT_BLOCKING": "1", **(env or {})}
+    proc = subprocess.Popen([*cmd, *args], stdout=log, stderr=subprocess.STDOUT, env=environment)
+    server = ServerProcess(port, proc, log.name, dict(env or {}))
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -149,5 +161,9 @@ def run_server(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        output = server.output()
         log.close()
         os.unlink(log.name)
+    # Outside the finally: a test that already failed keeps its own error.
+    if "BlockingError" in output:
+        raise AssertionError(f"the server blocked its event loop:\n{output}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import time
 from datetime import datetime
@@ -11,10 +12,13 @@ import pytest
 
 from mab import log
 from mab.metrics import FLUSH_S
-from tests.support import Response, ServerProcess, run_server
+from tests.support import BACKENDS, Response, ServerProcess, eventually_sync, run_server
 
 KNOWN = [f"item_{i:07d}" for i in range(0, 78_000, 200)]  # 390 ids in the demo catalog
 UNKNOWN = [f"new_{i}" for i in range(10)]
+
+
+JSON = {"Content-Type": "application/json"}
 
 
 def assert_ranked(items: list[dict[str, object]]) -> list[float]:
@@ -79,17 +83,20 @@ def test_unseeded_calls_differ(server: ServerProcess) -> None:
 
 
 def test_seeded_request_is_the_same_inline_and_on_actors(server: ServerProcess) -> None:
-    """4,000 seeded ids give one answer whether sampled inline (the default) or cut
-    into 7 chunks of 600 across the sampler actors of another server."""
+    """4,000 seeded ids give one answer whether scored inline (the default) or on the
+    sampler actors of another server."""
     payload = {"items": [f"item_{i:07d}" for i in range(4000)], "seed": 99}
     inline = server.predict(payload)
     assert inline.status == 200
     assert_ranked(inline.json()["items"])
     assert all(server.predict(payload).body == inline.body for _ in range(3))
-    with run_server(
-        "--inline-max", "0", "--chunk-size", "600", "--max-items", "5000", workers=1
-    ) as chunked:
-        assert all(chunked.predict(payload).body == inline.body for _ in range(3))
+    actors_server = run_server(
+        "--inline-max", "0", "--max-items", "5000", workers=1, env=server.env
+    )
+    with actors_server as actors:
+        assert all(actors.predict(payload).body == inline.body for _ in range(3))
+        started = [e for e in actors.log_events() if e.get("event") == "worker started"]
+        assert started and all(e["sampler_threads"] == 2 for e in started)
 
 
 ERROR_CASES = [
@@ -194,17 +201,20 @@ def _metric(text: str, name: str) -> float:
 
 
 def test_metrics_add_up_across_workers(server: ServerProcess) -> None:
-    """Counters in /metrics sum every worker's requests, whichever worker answers
-    (each worker moves its counts into the shared values every FLUSH_S)."""
-    settle = FLUSH_S + 0.3
-    time.sleep(settle)  # earlier tests' counts are in
-    before = _metric(server.request("GET", "/metrics").body.decode(), "mab_predictions_total")
-    for _ in range(10):  # new connections: both workers take some
-        assert server.predict({"items": KNOWN[:7]}).status == 200
-    time.sleep(settle)
-    text = server.request("GET", "/metrics").body.decode()
-    assert _metric(text, "mab_predictions_total") - before == 70
-    assert 'mab_requests_total{path="/predict",status="200"}' in text
+    """Counters in /metrics sum every worker's requests, whichever worker answers: they
+    reach exactly what was sent (each worker moves its counts into the shared values
+    every FLUSH_S, so the test polls; a wrong sum never matches)."""
+    with run_server(env=server.env) as fresh:
+        for _ in range(10):  # new connections: both workers take some
+            assert fresh.predict({"items": KNOWN[:7]}).status == 200
+
+        def predictions() -> float:
+            text = fresh.request("GET", "/metrics").body.decode()
+            return _metric(text, "mab_predictions_total")
+
+        eventually_sync(lambda: predictions() == 70, timeout=10 * FLUSH_S)
+        text = fresh.request("GET", "/metrics").body.decode()
+    assert 'mab_requests_total{path="/predict",status="200"} 10.0' in text
     assert "mab_request_duration_seconds_bucket" in text
 
 
@@ -224,3 +234,47 @@ def test_one_log_line_per_request(server: ServerProcess) -> None:
     assert line["items"] == 4 and line["unknown"] == 1
     for stage in ("queue_ms", "fetch_ms", "sample_ms", "encode_ms", "latency_ms"):
         assert isinstance(line[stage], float) and line[stage] >= 0
+
+
+# Seeded bodies the fast parser takes, and ones it leaves to the general parser
+# (escapes, odd whitespace), with and without top_k.
+SEEDED_BODIES = [
+    b'{"user_id": "u1", "items": ["item_0000001", "item_0000002", "zz"], "seed": 7}',
+    b'{"items":["item_0000005","item_0000009","new"],"top_k":2,"seed":18446744073709551615}',
+    b'{"user_id": "u\\u0031", "items": ["item_000000\\u0031", "a\\"b", "caf\xc3\xa9"], "seed": 3}',
+    b'\n { "items" :\t[ "item_0000001" ,"item_0000003" ] ,\r\n "top_k" : 1 , "seed" : 0 }\n',
+    json.dumps({"items": [f"item_{i:07d}" for i in range(0, 8000, 2)], "seed": 5}).encode(),
+    json.dumps({"items": [f"\u00e9_{i}" for i in range(300)], "top_k": 10, "seed": 9}).encode(),
+]
+
+
+def test_native_and_twin_servers_answer_seeded_requests_byte_for_byte() -> None:
+    """A server on the native pipeline and one on its twin give identical bodies for
+    seeded requests, whichever parser takes them, with and without top_k."""
+    args = ("--max-items", "5000", "--max-body-bytes", "200000")
+    with run_server(*args, workers=1, env=BACKENDS["native"]) as native:
+        native_bodies = [
+            native.request("POST", "/predict", body, JSON).body for body in SEEDED_BODIES
+        ]
+    with run_server(*args, workers=1, env=BACKENDS["twin"]) as twin:
+        twin_bodies = [twin.request("POST", "/predict", body, JSON).body for body in SEEDED_BODIES]
+        loaded = next(e for e in twin.log_events() if e.get("event") == "store loaded")
+        assert loaded["pipeline"] == "twin" and loaded["isa"] == "twin"
+    for body, one, other in zip(SEEDED_BODIES, native_bodies, twin_bodies, strict=True):
+        assert json.loads(one)["items"], one  # a real answer, not an error
+        assert one == other, body
+
+
+def test_native_out_of_memory_is_a_json_503() -> None:
+    """When the native pipeline cannot allocate its scratch (made to fail for requests
+    over 1,000 ids here), the client gets a JSON 503 with Retry-After, not a traceback,
+    and smaller requests are still served."""
+    env = {**BACKENDS["native"], "MAB_NATIVE_FAIL_ALLOCS_OVER": "8000"}  # 1,000 x 8 bytes
+    with run_server("--max-items", "5000", workers=1, env=env) as server:
+        assert server.predict({"items": KNOWN[:10]}).status == 200
+        response = server.predict({"items": [f"item_{i:07d}" for i in range(2000)]})
+        assert response.status == 503, response.body
+        assert response.headers["retry-after"] == "1"
+        assert response.json()["error"]["code"] == "out_of_memory"
+        assert server.predict({"items": KNOWN[:10]}).status == 200
+        assert "Traceback" not in server.output()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections.abc import Callable
 
 import pytest
@@ -12,10 +11,25 @@ import pytest
 from mab.lane import InlineLane
 
 
-def _busy(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
+class FakeClock:
+    """The lane's clock, moved only by the jobs: a job 'works' by advancing it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def work(self, seconds: float) -> None:
+        self.now += seconds
+
+
+CLOCK = FakeClock()
+_busy = CLOCK.work
+
+
+def _lane(budget_s: float) -> InlineLane:
+    return InlineLane(budget_s=budget_s, clock=CLOCK)
 
 
 def _turn_counter(loop: asyncio.AbstractEventLoop) -> Callable[[], int]:
@@ -36,7 +50,7 @@ def test_jobs_run_in_arrival_order_one_budget_per_turn() -> None:
     to poll in between), and they finish in the order they were submitted."""
 
     async def main() -> list[tuple[int, int]]:
-        lane = InlineLane(budget_s=0.001)
+        lane = _lane(0.001)
         turn = _turn_counter(asyncio.get_running_loop())
         ran: list[tuple[int, int]] = []
 
@@ -59,7 +73,7 @@ def test_small_jobs_share_a_turn() -> None:
     """Jobs far under the budget run back to back in one turn, without a hop each."""
 
     async def main() -> list[int]:
-        lane = InlineLane(budget_s=0.05)
+        lane = _lane(0.05)
         turn = _turn_counter(asyncio.get_running_loop())
         turns: list[int] = []
         await asyncio.gather(*(lane.run(lambda: turns.append(turn())) for _ in range(20)))
@@ -73,7 +87,7 @@ def test_an_idle_lane_runs_a_job_at_once() -> None:
     """With nothing waiting, `run` does the work before it returns to the loop."""
 
     async def main() -> None:
-        lane = InlineLane(budget_s=0.001)
+        lane = _lane(0.001)
         turn = _turn_counter(asyncio.get_running_loop())
         await asyncio.sleep(0)
         before = turn()
@@ -90,7 +104,7 @@ def test_an_error_reaches_its_caller_and_the_lane_goes_on() -> None:
         raise ValueError("bad job")
 
     async def main() -> list[object]:
-        lane = InlineLane(budget_s=0.001)
+        lane = _lane(0.001)
         calls = [lane.run(_busy, 0.002), lane.run(fail), lane.run(lambda: "after")]
         return await asyncio.gather(*calls, return_exceptions=True)
 
@@ -104,7 +118,7 @@ def test_a_cancelled_waiting_job_never_runs() -> None:
     """A request that goes away while its job waits costs no work."""
 
     async def main() -> list[str]:
-        lane = InlineLane(budget_s=0.001)
+        lane = _lane(0.001)
         ran: list[str] = []
         first = asyncio.ensure_future(lane.run(lambda: (ran.append("first"), _busy(0.002))))
         waiting = asyncio.ensure_future(lane.run(ran.append, "cancelled"))
@@ -123,7 +137,7 @@ def test_a_cancelled_waiting_job_never_runs() -> None:
 def test_a_lane_outlives_its_loop() -> None:
     """A lane left mid-turn by a loop that stopped works on the next loop (tests and
     tools call the predictor from several asyncio.run calls)."""
-    lane = InlineLane(budget_s=0.001)
+    lane = _lane(0.001)
 
     async def fill_the_last_turn() -> None:
         asyncio.get_running_loop().stop()  # this turn is the loop's last

@@ -221,52 +221,28 @@ def test_port_in_use_is_a_clear_error() -> None:
     assert "cannot listen on" in result.stderr
 
 
-def test_full_sampler_queue_sheds_with_503() -> None:
-    """A request needing more sampler jobs than the queue has room for is refused at
-    once with 503, Retry-After and a JSON body; a smaller one is served."""
-    with run_server(
-        "--inline-max", "0", "--chunk-size", "100", "--max-queue", "10", workers=1
-    ) as server:
-        response = server.predict({"items": ITEMS})  # 4,000 ids = 40 jobs
-        assert response.status == 503
-        assert response.headers["retry-after"] == "1"
-        assert response.json()["error"]["code"] == "overloaded"
-        assert server.predict({"items": ITEMS[:500]}).status == 200  # 5 jobs
+def test_requests_over_the_inflight_limit_are_shed() -> None:
+    """With one request allowed in progress, a request that comes while another waits
+    for its body gets 503 with Retry-After and a JSON body at once, without queueing;
+    the waiting one is then served, and the shed one is counted."""
+    with run_server("--max-inflight", "1", workers=1) as server:
+        with socket.create_connection((HOST, server.port), timeout=10) as held:
+            body = json.dumps({"items": ITEMS[:10]}).encode()
+            held.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body) + body[:5]
+            )
+            deadline = time.monotonic() + 10
+            while (shed := server.predict({"items": ITEMS[:10]})).status != 503:
+                assert shed.status == 200  # the held request was not read yet: try again
+                assert time.monotonic() < deadline, "never shed"
+            assert shed.headers["retry-after"] == "1"
+            assert shed.json()["error"]["code"] == "overloaded"
+            held.sendall(body[5:])
+            assert held.recv(65536).startswith(b"HTTP/1.1 200 ")
+        assert server.predict({"items": ITEMS[:10]}).status == 200
         metrics = server.request("GET", "/metrics").body.decode()
         assert "mab_shed_total 1.0" in metrics
-
-
-def test_requests_over_the_inflight_limit_are_shed() -> None:
-    """With one request allowed in progress, concurrent ones get 503 instead of queueing;
-    every request gets an answer, and the others are served."""
-    body = json.dumps({"items": ITEMS}).encode()
-    answers: list[tuple[int, str | None]] = []  # status, Retry-After
-    lock = threading.Lock()
-
-    def client(port: int) -> None:
-        conn = http.client.HTTPConnection(HOST, port, timeout=10)
-        try:
-            conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
-            response = conn.getresponse()
-            with lock:
-                answers.append((response.status, response.getheader("Retry-After")))
-        finally:
-            conn.close()
-
-    # Sampling on the actors makes every request wait on a future: they overlap.
-    with run_server(
-        "--inline-max", "0", "--chunk-size", "100", "--max-inflight", "1", workers=1
-    ) as server:
-        threads = [threading.Thread(target=client, args=(server.port,)) for _ in range(16)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(15)
-    statuses = [status for status, _ in answers]
-    assert len(statuses) == 16
-    assert set(statuses) <= {200, 503}
-    assert all(retry == "1" for status, retry in answers if status == 503)
-    assert statuses.count(503) >= 1 and statuses.count(200) >= 1
 
 
 def test_a_stalled_body_times_out_with_408() -> None:
@@ -278,12 +254,9 @@ def test_a_stalled_body_times_out_with_408() -> None:
                 b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 b"Content-Length: 100\r\n\r\n" + b'{"items": ["a"'
             )
-            started = time.monotonic()
             answer = sock.recv(65536)
-            waited = time.monotonic() - started
         assert answer.startswith(b"HTTP/1.1 408 ")
         assert b'"code":"request_timeout"' in answer
-        assert 0.4 < waited < 3.0
         assert server.predict({"items": ["item_0000001"]}).status == 200
 
 

@@ -1,80 +1,151 @@
-"""The fused native path of the embedded store answers exactly what the stages do."""
+"""The pipeline: the table and the fetched-counts paths, and the native code and its
+twin, answer seeded requests with the same bytes; queue time is the wait for the lane."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
 from mab.catalog import Catalog
 from mab.config import Config
-from mab.predict import Predictor
+from mab.native import gate, twin
+from mab.native.scoring import ArmTable, literal_key
+from mab.predict import FetchScore, Pipeline, TableScore
 from mab.request import parse_request
-from mab.sampling import SamplerPool
-from mab.store.embedded import EmbeddedStore
+from mab.runner import InlineRunner
+from mab.store.base import Features
 
 IDS = [f"arm_{i}" for i in range(2000)]
+CONFIG = Config(prior_alpha=2.0, prior_beta=3.0)
 
 
-def _predictor() -> Predictor:
+def _catalog() -> Catalog:
     rng = np.random.default_rng(3)
     successes = rng.integers(0, 500, len(IDS)).astype(float).tolist()
     failures = rng.integers(0, 5000, len(IDS)).astype(float).tolist()
-    store = EmbeddedStore(Catalog.from_columns(IDS, successes, failures, "test"))
-    config = Config(prior_alpha=2.0, prior_beta=3.0)
-    return Predictor(config, store, SamplerPool(config))
+    return Catalog.from_columns(IDS, successes, failures, "test")
 
 
+def _no_decay() -> float:
+    return 1.0
+
+
+def _table_pipeline(catalog: Catalog) -> Pipeline:
+    table = ArmTable(catalog.ids, catalog.counts)
+    return Pipeline(TableScore(table, InlineRunner(CONFIG), _no_decay), max_items=10_000)
+
+
+def _fetch_pipeline(catalog: Catalog) -> Pipeline:
+    rows = {arm: row for row, arm in enumerate(catalog.ids)}
+
+    async def fetch(ids: Sequence[str]) -> Features:
+        found = [rows.get(arm, len(catalog)) for arm in ids]
+        counts = catalog.counts[found]
+        unknown = sum(row == len(catalog) for row in found)
+        return Features(counts[:, 0].copy(), counts[:, 1].copy(), unknown)
+
+    return Pipeline(FetchScore(fetch, InlineRunner(CONFIG)), max_items=10_000)
+
+
+def _body(n: int, top_k: int | None, escaped: bool = False) -> bytes:
+    items = [IDS[(i * 7) % len(IDS)] if i % 10 else f"new_{i}" for i in range(n)]
+    body = json.dumps({"user_id": "u", "items": items, "top_k": top_k, "seed": 11})
+    if escaped:  # \u escapes send the body to the general parser
+        body = body.replace("arm_", "\\u0061rm_").replace('"u"', '"\\u0075"')
+    return body.encode()
+
+
+@pytest.mark.parametrize("escaped", [False, True], ids=["fast parser", "general parser"])
 @pytest.mark.parametrize("top_k", [None, 1, 7, 5000])
 @pytest.mark.parametrize("n", [1, 400, 3000])
-def test_fused_and_staged_answers_match(n: int, top_k: int | None) -> None:
-    """Seeded requests, unknown ids and top_k included: byte-identical bodies, same counts."""
-    predictor = _predictor()
-    items = [IDS[(i * 7) % len(IDS)] if i % 10 else f"new_{i}" for i in range(n)]
-    body = json.dumps({"user_id": "u", "items": items, "top_k": top_k, "seed": 11}).encode()
-    request = parse_request(body, 10_000)
-    assert request.items.spans is not None  # the fast path, which the fused call needs
-    fused = predictor.predict(request)
-    staged = predictor._predict_in_stages(request)
-    fused_result, staged_result = asyncio.run(fused), asyncio.run(staged)
-    assert fused_result.body == staged_result.body
-    assert fused_result.unknown == staged_result.unknown == len([i for i in items if i[0] == "n"])
-    answer = json.loads(fused_result.body)
+def test_table_and_fetched_counts_answer_alike(n: int, top_k: int | None, escaped: bool) -> None:
+    """Seeded requests, unknown ids and top_k included: byte-identical bodies and
+    counts whether the counts come from the arm table or from a fetch."""
+    catalog = _catalog()
+    body = _body(n, top_k, escaped)
+    assert (parse_request(body, 10_000).items.buffer is body) == (not escaped)
+    table = asyncio.run(_table_pipeline(catalog).predict(body))
+    fetched = asyncio.run(_fetch_pipeline(catalog).predict(body))
+    assert table.body == fetched.body
+    assert table.unknown == fetched.unknown == sum(1 for i in range(n) if i % 10 == 0)
+    answer = json.loads(table.body)
     assert len(answer["items"]) == min(n, top_k or n)
     scores = [item["score"] for item in answer["items"]]
     assert scores == sorted(scores, reverse=True)
 
 
-def test_unseeded_fused_draws_follow_the_counts() -> None:
-    """Without a seed the fused path draws afresh, from the right Beta per item."""
-    predictor = _predictor()
+@pytest.mark.parametrize("top_k", [None, 3])
+@pytest.mark.parametrize("scale", [1.0, 0.37])
+def test_native_and_twin_pipelines_write_the_same_bytes(top_k: int | None, scale: float) -> None:
+    """The native pipeline and its numpy twin, on the same table and seeded request,
+    write the same answer, byte for byte, for the table and the fetched-counts calls."""
+    catalog = _catalog()
+    request = parse_request(_body(3000, top_k), 10_000)
+    src, spans, k = request.items.buffer, request.items.spans, request.k
+    answers = []
+    for backend in (gate, twin):
+        index = backend.Index([literal_key(arm) for arm in catalog.ids])
+        table = backend.Table(index, catalog.counts, len(catalog))
+        draws = backend.Draws(2.0, 3.0)
+        out = bytearray(backend.encode_bound(len(src), k))
+        stats = backend.score_table(table, draws, 11, scale, src, spans, k, out, 0)
+        rows, _ = index.lookup(src, spans, len(catalog))
+        counts = catalog.counts[rows]
+        out2 = bytearray(len(out))
+        stats2 = backend.score_counts(
+            counts[:, 0] * scale, counts[:, 1] * scale, 7, draws, 11, src, spans, k, out2, 0
+        )
+        assert out[: stats.written] == out2[: stats2.written]
+        answers.append(bytes(out[: stats.written]))
+    assert answers[0] == answers[1]
+
+
+def test_unseeded_draws_follow_the_counts() -> None:
+    """Without a seed the table path draws afresh, from the right Beta per item."""
+    catalog = _catalog()
+    pipeline = _table_pipeline(catalog)
     body = json.dumps({"items": [IDS[0]] * 4000}).encode()
-    request = parse_request(body, 10_000)
-    first = asyncio.run(predictor.predict(request))
-    second = asyncio.run(predictor.predict(request))
+    first = asyncio.run(pipeline.predict(body))
+    second = asyncio.run(pipeline.predict(body))
     assert first.body != second.body
     scores = np.array([item["score"] for item in json.loads(first.body)["items"]])
-    store = predictor._store
-    assert isinstance(store, EmbeddedStore)
-    a = 2.0 + store.catalog.successes[0]
-    b = 3.0 + store.catalog.failures[0]
+    a = 2.0 + catalog.successes[0]
+    b = 3.0 + catalog.failures[0]
     mean, sd = a / (a + b), np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
     assert abs(scores.mean() - mean) < 4 * sd / np.sqrt(len(scores))
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_queue_time_is_the_wait_for_the_inline_lane() -> None:
-    """Concurrent requests take turns on the loop: the first runs at once, one that
-    waited for the lane says so in queue_s (logged as queue_ms)."""
-    predictor = _predictor()
-    body = json.dumps({"items": IDS[:2000] * 3}).encode()  # ~0.5 ms of work each
-    request = parse_request(body, 10_000)
+    """Six requests at once, each 2 ms of work (on an injected clock) against the lane's
+    1 ms budget: the first runs at once (and the second arrives after its work, to a
+    spent turn); each later one waits 2 ms more, for the one before it."""
+    clock = FakeClock()
+
+    def scale() -> float:  # runs inside each request's job: the job's 2 ms of work
+        clock.now += 0.002
+        return 1.0
+
+    catalog = _catalog()
+    table = ArmTable(catalog.ids, catalog.counts)
+    score = TableScore(table, InlineRunner(CONFIG, clock=clock), scale, clock=clock)
+    pipeline = Pipeline(score, max_items=10_000)
+    body = json.dumps({"items": IDS[:100]}).encode()
 
     async def burst() -> list[float]:
-        results = await asyncio.gather(*(predictor.predict(request) for _ in range(6)))
+        results = await asyncio.gather(*(pipeline.predict(body) for _ in range(6)))
         return [result.queue_s for result in results]
 
     waits = asyncio.run(burst())
-    # The first runs at once; the last waited at least for the job before it.
-    assert waits[-1] > max(0.0002, 10 * waits[0]), waits
+    assert waits == pytest.approx([0.0, 0.0, 0.002, 0.004, 0.006, 0.008])

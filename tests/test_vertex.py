@@ -5,9 +5,7 @@ recovery, health and the cache. (HTTP-level tests: test_vertex_http.py.)"""
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -101,31 +99,22 @@ async def test_chunks_of_100(kind: str) -> None:
 )
 @async_test
 async def test_one_failed_chunk_cancels_the_rest(kind: str, size: int, fail_after: float) -> None:
-    """One chunk failing fails the fetch within 100 ms although the other chunks are
-    delayed by 500 ms; the message carries the upstream status; every call still
-    running is cancelled: none outlives the fetch."""
+    """One chunk failing fails the fetch at once although the other chunks are delayed
+    by 30 s (waiting for them would end in the 1 s deadline's StoreTimeout instead); the
+    message carries the upstream status; every call still running is cancelled: none
+    outlives the fetch."""
     ids = KNOWN[:size]
     faults = Faults(
         fail_ids={ids[42]: grpc.StatusCode.UNAVAILABLE},
-        delay_ids={ids[42]: fail_after, **dict.fromkeys(ids[100:], 0.5)},
+        delay_ids={ids[42]: fail_after, **dict.fromkeys(ids[100:], 30.0)},
     )
     async with FakeVertex(ARMS, faults=faults) as fake:
         async with open_store(kind, fake.address) as store:
-            # A full collection of this test run's heap (google's client library, every
-            # earlier test) takes ~100 ms: hold the collector off for the timed fetch.
-            gc.collect()
-            gc.disable()
-            started = time.perf_counter()
-            try:
-                with pytest.raises(StoreFailed, match="UNAVAILABLE: injected failure") as failed:
-                    await store.fetch(ids)
-                elapsed = time.perf_counter() - started
-            finally:
-                gc.enable()
+            with pytest.raises(StoreFailed, match="UNAVAILABLE: injected failure") as failed:
+                await store.fetch(ids)
             await eventually(lambda: fake.stats.active == 0)
     stats = fake.stats
     assert failed.value.status == 502
-    assert elapsed < 0.1, f"took {elapsed * 1e3:.0f} ms"
     assert stats.failed == 1
     assert stats.calls.total() == stats.ok + stats.failed + stats.cancelled
     if kind == "online":  # only the failed chunk's other ids could be answered
@@ -138,19 +127,16 @@ async def test_one_failed_chunk_cancels_the_rest(kind: str, size: int, fail_afte
 @async_test
 async def test_deadline_gives_timeout(kind: str) -> None:
     """A store slower than --fetch-deadline fails the fetch at the deadline with 504,
-    and the calls in flight are cancelled. (The bound leaves room for a loaded box: the
-    unary API has 150 calls to cancel.)"""
+    and the calls in flight are cancelled: none of them was answered."""
     ids = KNOWN[: 150 if kind == "online" else 250]
-    async with FakeVertex(ARMS, faults=Faults(delay=1.0)) as fake:
+    async with FakeVertex(ARMS, faults=Faults(delay=30.0)) as fake:
         async with open_store(kind, fake.address, fetch_deadline=0.2) as store:
-            started = time.perf_counter()
             with pytest.raises(StoreTimeout) as timed_out:
                 await store.fetch(ids)
-            elapsed = time.perf_counter() - started
             await eventually(lambda: fake.stats.active == 0)
     assert timed_out.value.status == 504
-    assert 0.19 < elapsed < 0.4, f"took {elapsed * 1e3:.0f} ms"
     assert fake.stats.ok == 0
+    assert fake.stats.cancelled == fake.stats.calls.total()
 
 
 @pytest.mark.parametrize("kind", ["featurestore", "online-streaming"])
@@ -269,29 +255,16 @@ async def test_cache_is_bounded_lru() -> None:
             assert store.health().detail["cache"]["entries"] == 100
 
 
-def test_fan_out_latency_is_near_one_call(tmp_path: Path) -> None:
-    """With 100 ms injected per call, 1,000 ids (10 concurrent chunks) take at most 2x
-    one 100-id call (medians of 20). The fake runs in its own process, as a store would."""
-    catalog = write_catalog(tmp_path / "arms.csv")
-
-    async def measure(address: str) -> tuple[float, float]:
-        one, ten = [], []
-        async with open_store("featurestore", address) as store:
-            await store.fetch(KNOWN[:100])  # connect
-            for _ in range(20):
-                started = time.perf_counter()
-                await store.fetch(KNOWN[:100])
-                one.append(time.perf_counter() - started)
-                started = time.perf_counter()
-                await store.fetch(KNOWN[:1000])
-                ten.append(time.perf_counter() - started)
-        return statistics.median(one), statistics.median(ten)
-
-    with fake_process(catalog, "--delay", "0.1") as address:
-        one, ten = run(measure(address))
-    print(f"100 ids: {one * 1e3:.1f} ms, 1,000 ids: {ten * 1e3:.1f} ms (medians of 20)")
-    assert one >= 0.1
-    assert ten <= 2 * one, f"1,000 ids: {ten * 1e3:.0f} ms; 100 ids: {one * 1e3:.0f} ms"
+@async_test
+async def test_chunks_are_fetched_concurrently() -> None:
+    """1,000 ids go out as 10 calls of 100 that are all in progress at once (the fake
+    holds each call 100 ms): the fan-out waits for one round trip, not ten. Its latency
+    is measured in bench/vertex_fetch.py."""
+    async with FakeVertex(ARMS, faults=Faults(delay=0.1)) as fake:
+        async with open_store("featurestore", fake.address) as store:
+            await store.fetch(KNOWN[:1000])
+    assert fake.stats.calls.total() == 10 and fake.stats.max_ids == 100
+    assert fake.stats.peak_active == 10
 
 
 def test_fake_cli_serves_the_catalog(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from mab.fake_vertex import FakeVertex, Faults
-from tests.support import free_port, run_server
+from tests.support import eventually_sync, free_port, run_server
 from tests.vertex_support import ARMS, KINDS, KNOWN, store_args, write_catalog
 
 ITEMS = [*KNOWN[:380], *(f"new_{i}" for i in range(20))]  # 4 chunks, 20 unknown
@@ -57,8 +57,8 @@ def test_predict_answers_as_the_embedded_store(
 
 
 def test_failures_timeouts_health_and_recovery(fake: FakeVertex) -> None:
-    """Over HTTP: one failed chunk gives 502 with the upstream status within 100 ms while
-    the other chunks are delayed 500 ms; a broken stream gives 502; the deadline gives
+    """Over HTTP: one failed chunk gives 502 with the upstream status at once while the
+    other chunks are delayed past the deadline; a broken stream gives 502; the deadline gives
     504; /health turns 503 after --unhealthy-after failures and 200 after a success,
     also when the store was down and comes back."""
     args = [*store_args("featurestore", fake.address), "--unhealthy-after", "3"]
@@ -67,27 +67,25 @@ def test_failures_timeouts_health_and_recovery(fake: FakeVertex) -> None:
 
         fake.faults = Faults(
             fail_ids={ITEMS[300]: grpc.StatusCode.UNAVAILABLE},
-            delay_ids=dict.fromkeys(ITEMS[:300], 0.5),
+            delay_ids=dict.fromkeys(ITEMS[:300], 30.0),  # past --fetch-deadline: 504 if awaited
         )
-        started = time.perf_counter()
+        fake.reset_stats()
         response = server.predict({"items": ITEMS})
-        elapsed = time.perf_counter() - started
         assert response.status == 502, response.body
         assert response.json()["error"]["code"] == "store_failed"
         assert "UNAVAILABLE: injected failure" in response.json()["error"]["message"]
-        assert elapsed < 0.1, f"took {elapsed * 1e3:.0f} ms"
+        # The 502 did not wait for the delayed chunks: they were cancelled, not answered.
+        eventually_sync(lambda: fake.stats.active == 0)
+        assert fake.stats.ok == 0 and fake.stats.cancelled >= 1
         assert server.request("GET", "/health").status == 200  # 1 failure of 3
 
         fake.faults = Faults(break_after=5)
         response = server.predict({"items": ITEMS})
         assert response.status == 502 and "stream broken" in response.body.decode()
 
-        fake.faults = Faults(delay=1.0)
-        started = time.perf_counter()
+        fake.faults = Faults(delay=30.0)  # far past --fetch-deadline
         response = server.predict({"items": ITEMS})
-        elapsed = time.perf_counter() - started
         assert response.status == 504 and response.json()["error"]["code"] == "store_timeout"
-        assert 0.29 < elapsed < 0.5, f"took {elapsed * 1e3:.0f} ms"
 
         health = server.request("GET", "/health")
         assert health.status == 503

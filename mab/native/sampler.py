@@ -1,29 +1,21 @@
-"""Typed wrapper of the native Beta sampler (sampler.cpp in `_native`).
+"""The Beta sampler as a library: `BetaSampler(seed=1).sample(alpha, beta)`.
 
-Inputs are checked here (shapes, dtypes, lengths) and by one C pass over the values
+Inputs are checked here (shapes, dtypes, lengths) and by one pass over the values
 that runs before any draw, so a bad call raises `ValueError` and writes nothing.
-The C calls release the GIL (cffi API mode), so sampler threads run in parallel.
+The native calls release the GIL (cffi API mode), so threads draw in parallel.
 """
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from mab.native._native import ffi, lib
+from mab.native import backend
+from mab.native.api import MAX_SEED, FloatArray
 
-FloatArray = npt.NDArray[np.float64]
 ArrayLike = npt.ArrayLike
-
-_VERSION = 3  # must match MAB_SAMPLER_VERSION in sampler.h
-if lib.mab_sampler_version() != _VERSION:
-    raise ImportError("stale build of mab.native._native: run `pip install -e .` (or `make venv`)")
-
-MAX_SEED = 2**64 - 1
-ISA: str = ffi.string(lib.mab_sampler_isa()).decode()  # "avx512", "avx2" or "portable"
 
 
 def _check_seed(seed: int) -> int:
@@ -55,7 +47,7 @@ def _shape_param(value: ArrayLike, name: str) -> FloatArray:
 class _Call:
     """The checked arguments of one bulk call, ready for C."""
 
-    __slots__ = ("a", "a_stride", "b", "b_stride", "n", "out", "out_array")
+    __slots__ = ("a", "b", "n", "out")
 
     def __init__(self, alpha: ArrayLike, beta: ArrayLike, out: FloatArray | None) -> None:
         a = _shape_param(alpha, "alpha")
@@ -73,13 +65,10 @@ class _Call:
             and out.flags.writeable
         ):
             raise ValueError(f"out must be a writable, contiguous float64 array of length {n}")
-        self.a, self.a_stride = ffi.from_buffer("double[]", a), a.ndim
-        self.b, self.b_stride = ffi.from_buffer("double[]", b), b.ndim
-        self.n, self.out_array = n, out
-        self.out = ffi.from_buffer("double[]", out)
+        self.a, self.b, self.n, self.out = a, b, n, out
         if n == 0:
             return
-        bad = lib.mab_beta_check(self.a, self.a_stride, self.b, self.b_stride, n)
+        bad = backend.beta_check(a, b, n)
         if bad >= 0:
             name, array, i = ("alpha", a, bad) if bad < n else ("beta", b, bad - n)
             value = float(array[i] if array.ndim else array)
@@ -94,11 +83,10 @@ class BetaSampler:
     sequence on every machine and every run.
     """
 
-    __slots__ = ("_rng",)
+    __slots__ = ("_draws",)
 
     def __init__(self, seed: int | None = None) -> None:
-        self._rng: Any = ffi.new("mab_rng *")
-        lib.mab_rng_seed(self._rng, secrets.randbits(64) if seed is None else _check_seed(seed))
+        self._draws: Any = backend.Draws(seed=None if seed is None else _check_seed(seed))
 
     def sample(
         self, alpha: ArrayLike, beta: ArrayLike, out: FloatArray | None = None
@@ -106,10 +94,8 @@ class BetaSampler:
         """One Beta(alpha[i], beta[i]) draw per i; a scalar applies to every i."""
         call = _Call(alpha, beta, out)
         if call.n:
-            lib.mab_beta_sample(
-                self._rng, call.a, call.a_stride, call.b, call.b_stride, call.n, call.out
-            )
-        return call.out_array
+            backend.beta_sample(self._draws, call.a, call.b, call.out)
+        return call.out
 
 
 def sample_keyed(
@@ -128,7 +114,5 @@ def sample_keyed(
     if first < 0:
         raise ValueError(f"first must be >= 0, got {first}")
     if call.n:
-        lib.mab_beta_sample_keyed(
-            _check_seed(seed), first, call.a, call.a_stride, call.b, call.b_stride, call.n, call.out
-        )
-    return call.out_array
+        backend.beta_sample_keyed(_check_seed(seed), first, call.a, call.b, call.out)
+    return call.out

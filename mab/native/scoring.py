@@ -1,88 +1,152 @@
-"""Typed wrapper of the fused /predict path of the embedded store (score.cpp).
+"""The native pipeline as `mab` calls it: arm tables, scorers, rank and encode.
 
-The general pipeline calls the same native steps (lookup, draw, rank, encode) from
-Python; in the server the ~25 Python-level calls between them cost more than the
-steps (bench/RESULTS.md). `EmbeddedScorer.score` makes one call instead.
+The backend (`mab.native.backend`: the C++ gate or the twin) does the work; this
+module checks what it is given (dtypes, shapes, that spans come in pairs; the
+backend checks them against the buffer) and owns the answer buffers.
 """
 
 from __future__ import annotations
 
 import ctypes
-import secrets
 from typing import Any
 
-from mab.native._native import ffi, lib
-from mab.native.codec import FloatArray, IdIndex, Spans
+import numpy as np
+import orjson
 
-_TAIL_ROOM = 64  # what a caller may append to the buffer `score` returns, free
+from mab.native import backend
+from mab.native.api import FloatArray, Rows, ScoreStats, Spans
+
+_TAIL_ROOM = 64  # what a caller may append to a buffer `Scorer` returns, free
 
 # A bytearray of n bytes left as malloc gave them: bytearray(n) zero-fills the ~280 KB
-# a 4,000-id answer may need (memset was ~4% of a worker's CPU, perf), and the native
-# scorer overwrites every byte the caller keeps.
+# a 4,000-id answer may need (bench/RESULTS.md, section 0), and the pipeline
+# overwrites every byte the caller keeps.
 _uninitialized_bytearray = ctypes.pythonapi.PyByteArray_FromStringAndSize
 _uninitialized_bytearray.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
 _uninitialized_bytearray.restype = ctypes.py_object
 
 
-class EmbeddedScorer:
-    """Scores fast-path requests against one catalog. Keeps scratch buffers and a
-    PRNG stream of its own: use one per event-loop thread."""
+def literal_key(arm: str) -> bytes:
+    """How an id is keyed in an index: its JSON literal without the quotes, as orjson
+    escapes it (for plain ids, their bytes), which is what a request's spans bound."""
+    return orjson.dumps(arm)[1:-1]
 
-    def __init__(
+
+def check_spans(spans: Spans) -> Spans:
+    if not (
+        isinstance(spans, np.ndarray)
+        and spans.dtype == np.uint64
+        and spans.ndim == 1
+        and len(spans) % 2 == 0
+        and spans.flags.c_contiguous
+    ):
+        raise ValueError("spans must be a contiguous 1-D uint64 array of [begin, end) pairs")
+    return spans
+
+
+class ArmTable:
+    """Arm ids and their counts, as the pipeline reads them: row r of `counts` holds
+    successes and failures of ids[r]; the last row is the 0 / 0 of unknown ids."""
+
+    def __init__(self, ids: list[str], counts: FloatArray) -> None:
+        if counts.shape != (len(ids) + 1, 2) or counts.dtype != np.float64:
+            raise ValueError(f"counts must be float64 of shape ({len(ids) + 1}, 2)")
+        if not counts.flags.c_contiguous or counts[-1].any():
+            raise ValueError("counts must be contiguous, with a last row of zeros")
+        self.ids = ids
+        self.counts = counts
+        self.absent = len(ids)
+        self.index = backend.Index([literal_key(arm) for arm in ids])
+        self.native: Any = backend.Table(self.index, counts, self.absent)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows(self, src: bytes, spans: Spans) -> tuple[Rows, int]:
+        """The rows of the ids at `spans` in `src` (unknown ones: the last row)."""
+        return self.index.lookup(src, check_spans(spans), self.absent)
+
+
+class Scorer:
+    """Writes ranked answers: `head`, then the items array, with room to append a
+    tail. Holds a draw stream of its own: one per thread."""
+
+    def __init__(self, prior_alpha: float, prior_beta: float) -> None:
+        self._draws: Any = backend.Draws(prior_alpha, prior_beta)
+
+    @staticmethod
+    def _buffer(head: bytes, src_len: int, k: int) -> bytearray:
+        start = len(head)
+        out: bytearray = _uninitialized_bytearray(
+            None, start + backend.encode_bound(src_len, k) + _TAIL_ROOM
+        )
+        out[:start] = head
+        return out
+
+    @staticmethod
+    def _trimmed(out: bytearray, at: int, stats: ScoreStats) -> bytearray:
+        del out[at + stats.written :]  # keeps the allocation: appending the tail is free
+        return out
+
+    def score_table(
         self,
-        index: IdIndex,
+        table: ArmTable,
+        src: bytes,
+        spans: Spans,
+        k: int,
+        seed: int | None,
+        head: bytes = b"",
+        scale: float = 1.0,
+    ) -> tuple[bytearray, ScoreStats]:
+        """The answer for the ids at `spans`, their counts from `table` times `scale`."""
+        out = self._buffer(head, len(src), k)
+        stats = backend.score_table(
+            table.native, self._draws, seed, scale, src, check_spans(spans), k, out, len(head)
+        )
+        return self._trimmed(out, len(head), stats), stats
+
+    def score_counts(
+        self,
         successes: FloatArray,
         failures: FloatArray,
-        prior_alpha: float,
-        prior_beta: float,
-    ) -> None:
-        if len(successes) != index.size + 1 or len(failures) != index.size + 1:
-            raise ValueError("counts need a row per indexed id plus the unknown row")
-        self._index = index
-        # The arrays stay referenced here: C reads them through these pointers.
-        self._successes, self._failures = successes, failures
-        self._successes_ptr = ffi.from_buffer("double[]", successes)
-        self._failures_ptr = ffi.from_buffer("double[]", failures)
-        self._prior_alpha, self._prior_beta = prior_alpha, prior_beta
-        self._rng: Any = ffi.new("mab_rng *")
-        lib.mab_rng_seed(self._rng, secrets.randbits(64))
-        self._stats: Any = ffi.new("mab_score_stats *")
-
-    def score(
-        self, body: bytes, spans: Spans, top_k: int | None, seed: int | None, head: bytes = b""
-    ) -> tuple[bytearray, int, float, float, float]:
-        """`head` followed by the ranked items array, the unknown count, and the seconds
-        spent fetching, sampling and encoding.
-
-        The items are written straight into the buffer returned, with room left to
-        append a few bytes: at 4,000 ids that saves copying a 180 KB answer twice
-        (out of a scratch buffer, then into the response body).
-        """
-        n = len(spans) // 2
-        k = n if top_k is None else min(top_k, n)
-        need = lib.mab_encode_ranked_bound(len(body), k)
-        start = len(head)
-        out: bytearray = _uninitialized_bytearray(None, start + need + _TAIL_ROOM)
-        out[:start] = head
-        written = lib.mab_score_embedded(
-            self._index.handle,
-            self._successes_ptr,
-            self._failures_ptr,
-            self._prior_alpha,
-            self._prior_beta,
-            self._rng,
-            seed is not None,
-            seed or 0,
-            body,
-            ffi.from_buffer("size_t[]", spans),
-            n,
-            k,
-            ffi.from_buffer(out) + start,
-            need,
-            self._stats,
+        unknown: int,
+        src: bytes,
+        spans: Spans,
+        k: int,
+        seed: int | None,
+        head: bytes = b"",
+    ) -> tuple[bytearray, ScoreStats]:
+        """The answer from counts aligned with the ids (a remote store's)."""
+        n = len(check_spans(spans)) // 2
+        for name, counts in (("successes", successes), ("failures", failures)):
+            if counts.dtype != np.float64 or counts.shape != (n,) or not counts.flags.c_contiguous:
+                raise ValueError(f"{name} must be a contiguous float64 array of {n} counts")
+        out = self._buffer(head, len(src), k)
+        stats = backend.score_counts(
+            successes, failures, unknown, self._draws, seed, src, spans, k, out, len(head)
         )
-        if written < 0:
-            raise MemoryError("the native scorer failed: out of memory or a bad count")
-        del out[start + written :]  # keeps the allocation: appending the tail is free
-        stats = self._stats
-        return out, int(stats.unknown), stats.fetch_s, stats.sample_s, stats.encode_s
+        return self._trimmed(out, len(head), stats), stats
+
+
+def rank(scores: FloatArray, top_k: int | None) -> Rows:
+    """Indices of the highest scores, best first, cut to `top_k`; ties in index order."""
+    scores = np.ascontiguousarray(scores, dtype=np.float64)
+    k = len(scores) if top_k is None else min(top_k, len(scores))
+    return backend.rank(scores, k)
+
+
+def encode_ranked(src: bytes, spans: Spans, scores: FloatArray, order: Rows) -> bytes:
+    """`[{"id": ..., "score": ...}, ...]` for the ids at `spans` in `src`, in `order`."""
+    if len(scores) != len(check_spans(spans)) // 2:
+        raise ValueError(f"{len(spans) // 2} ids but {len(scores)} scores")
+    scores = np.ascontiguousarray(scores, dtype=np.float64)
+    order = np.ascontiguousarray(order, dtype=np.int64)
+    out = bytearray(backend.encode_bound(len(src), len(order)))
+    written = backend.encode_ranked(src, spans, scores, order, out, 0)
+    return bytes(out[:written])
+
+
+def encode_items(ids: list[str], scores: FloatArray, order: Rows) -> bytes:
+    """`encode_ranked` for ids given as strings."""
+    src = orjson.dumps(ids)
+    return encode_ranked(src, backend.find_spans(src, len(ids)), scores, order)

@@ -1,18 +1,22 @@
 """The interface every feature store implements.
 
-A store turns a request's item ids into success / failure counts. The embedded
-store answers from memory; the Vertex stores call Google's online serving APIs.
+A store gives each worker its scorer: how a request's ids become counts and then
+an answer (`mab.predict`). The embedded store's scorer reads its arm table in
+native code; the Vertex stores' scorers call Google's online serving APIs first.
 `/predict` only ever sees this interface.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from mab.predict import Score
+    from mab.runner import Runner
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -43,8 +47,8 @@ class FeatureStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def fetch(self, ids: Sequence[str]) -> Features:
-        """Counts for `ids`, in order. Raises `StoreFailed` / `StoreTimeout`."""
+    def scorer(self, runner: Runner) -> Score:
+        """The worker's scorer, built once after `start()`; its CPU work goes to `runner`."""
         ...
 
     def health(self) -> StoreHealth: ...

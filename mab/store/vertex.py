@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,10 @@ from mab.store.vertex_readers import (
     Reader,
     first_error,
 )
+
+if TYPE_CHECKING:
+    from mab.predict import Score
+    from mab.runner import Runner
 
 _UNKNOWN = (0.0, 0.0)
 _LOCATION = re.compile(r"^projects/[^/]+/locations/(?P<location>[^/]+)/")
@@ -91,7 +95,13 @@ class VertexStore:
     async def close(self) -> None:
         await self._reader.close()
 
+    def scorer(self, runner: Runner) -> Score:
+        from mab.predict import FetchScore
+
+        return FetchScore(self.fetch, runner)
+
     async def fetch(self, ids: Sequence[str]) -> Features:
+        """Counts for `ids`, in order. Raises `StoreFailed` / `StoreTimeout`."""
         found, missing = self._cache.split(dict.fromkeys(ids))
         if missing:
             fetched = await self._fetch(missing)

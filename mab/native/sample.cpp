@@ -1,4 +1,4 @@
-// See sampler.h. Built with -ffp-contract=off and without -ffast-math, so every
+// See sample.h. Built with -ffp-contract=off and without -ffast-math, so every
 // code path (portable, AVX2, AVX-512) rounds identically and a seed gives the same
 // numbers on every machine.
 //
@@ -11,10 +11,10 @@
 //   4. ratio:      X / (X + Y), SIMD.
 // Step 2 has one kernel per ISA; each does the operations of gamma_candidate in the
 // same order, so all give the same bits (exact int -> double conversions, no FMA).
-// AVX2 and AVX-512 builds cut the time per draw from ~11 ns (one scalar loop per
-// item) to ~7 and ~5.7 ns on Zen 4: the long dependency chains (Newton steps,
-// gathers) of many gammas overlap instead of filling the out-of-order window.
-#include "sampler.h"
+// The AVX2 and AVX-512 builds overlap the long dependency chains (Newton steps,
+// gathers) of many gammas instead of filling the out-of-order window with one
+// (bench/RESULTS.md, section 3).
+#include "sample.h"
 
 #include <cmath>
 #if defined(__x86_64__)
@@ -27,9 +27,9 @@ namespace {
 
 // The parts, in the order they build on each other (each is included here, in
 // this anonymous namespace, and nowhere else).
-#include "sampler_rng.h"
-#include "sampler_draws.h"
-#include "sampler_kernels.h"
+#include "sample_rng.h"
+#include "sample_draws.h"
+#include "sample_kernels.h"
 
 // ---------------------------------------------------------------- arrays
 
@@ -172,19 +172,16 @@ ptrdiff_t first_invalid(const double *v, size_t stride, size_t n) {
 
 }  // namespace
 
-extern "C" int mab_sampler_version(void) { return MAB_SAMPLER_VERSION; }
-
 extern "C" const char *mab_sampler_isa(void) { return kDispatch.isa; }
 
 extern "C" void mab_rng_seed(mab_rng *rng, uint64_t seed) { seed_rng(*rng, seed); }
 
-extern "C" ptrdiff_t mab_beta_check(const double *a, size_t a_stride, const double *b,
-                                    size_t b_stride, size_t n) {
+extern "C" int mab_beta_check(const double *a, size_t a_stride, const double *b, size_t b_stride,
+                              size_t n, ptrdiff_t *bad) {
     const ptrdiff_t bad_a = first_invalid(a, a_stride, n);
-    if (bad_a >= 0) return bad_a;
-    const ptrdiff_t bad_b = first_invalid(b, b_stride, n);
-    if (bad_b >= 0) return static_cast<ptrdiff_t>(n) + bad_b;
-    return -1;
+    const ptrdiff_t bad_b = bad_a >= 0 ? -1 : first_invalid(b, b_stride, n);
+    *bad = bad_a >= 0 ? bad_a : bad_b >= 0 ? static_cast<ptrdiff_t>(n) + bad_b : -1;
+    return *bad >= 0 ? MAB_E_PARAM : MAB_OK;
 }
 
 extern "C" void mab_beta_sample(mab_rng *rng, const double *a, size_t a_stride, const double *b,

@@ -8,14 +8,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "status.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-// Bump with any change of the C interface or of the draws a seed gives; the
-// Python wrapper refuses a stale build.
-#define MAB_SAMPLER_VERSION 3
-int mab_sampler_version(void);
 
 // One PRNG stream. Not thread-safe: one per thread. Item k of the stream takes
 // four words (X's normal and uniform, Y's normal and uniform) from MAB_RNG_LANES
@@ -35,10 +32,11 @@ typedef struct {
 // Seeds the stream from one 64-bit seed (expanded with splitmix64).
 void mab_rng_seed(mab_rng *rng, uint64_t seed);
 
-// Index of the first invalid parameter (<= 0, NaN or inf) in a[0..n) then
-// b[0..n), as i or n + i; -1 when all are valid. A stride of 0 repeats a[0].
-ptrdiff_t mab_beta_check(const double *a, size_t a_stride, const double *b, size_t b_stride,
-                         size_t n);
+// MAB_OK when every parameter is finite and > 0; else MAB_E_PARAM with *bad the
+// index of the first invalid one in a[0..n) then b[0..n), as i or n + i. A stride
+// of 0 repeats a[0].
+int mab_beta_check(const double *a, size_t a_stride, const double *b, size_t b_stride, size_t n,
+                   ptrdiff_t *bad);
 
 // out[i] ~ Beta(a[i * a_stride], b[i * b_stride]) for i < n, from `rng`.
 // Parameters must have passed mab_beta_check.

@@ -1,6 +1,6 @@
 // The PRNG side of the sampler: splitmix64, xoshiro256++ and the word sources
 // (the lanes of mab_rng, and the per-item keyed streams).
-// Included by sampler.cpp only, inside its anonymous namespace.
+// Included by sample.cpp only, inside its anonymous namespace.
 #pragma once
 
 // ---------------------------------------------------------------- PRNG

@@ -1,5 +1,5 @@
 // The candidate pass over a block, one kernel per ISA (portable, AVX2, AVX-512).
-// Included by sampler.cpp only, inside its anonymous namespace.
+// Included by sample.cpp only, inside its anonymous namespace.
 #pragma once
 
 // ---------------------------------------------------------------- kernels

@@ -1,7 +1,7 @@
 // One draw at a time: the ziggurat normal, Marsaglia-Tsang gamma candidates and
 // their exact rejection, the log-space path for shapes < 1. The scalar reference
-// that every kernel of sampler_kernels.h must match bit for bit.
-// Included by sampler.cpp only, inside its anonymous namespace.
+// that every kernel of sample_kernels.h must match bit for bit.
+// Included by sample.cpp only, inside its anonymous namespace.
 #pragma once
 
 // ---------------------------------------------------------------- normal

@@ -1,7 +1,7 @@
-// See codec.h. Scores are written as the shortest decimal that round-trips
+// See encode.h. Scores are written as the shortest decimal that round-trips
 // (std::to_chars, or the same bytes faster for scores in [0.001, 1)), which is what
 // Python's repr and orjson write too.
-#include "codec.h"
+#include "encode.h"
 
 #include <algorithm>
 #include <cassert>
@@ -9,6 +9,8 @@
 #include <cstring>
 #include <new>
 #include <vector>
+
+#include "spans.h"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -21,21 +23,6 @@ constexpr char kScore[] = ",\"score\":";
 // Room for a score: to_chars of any double fits in 24 characters, and
 // write_unit_fraction writes 22 bytes at most.
 constexpr size_t kMaxDouble = 32;
-
-// Finds the [begin, end) of each of the n strings (quotes included) of a JSON array.
-bool find_spans(const char *json, size_t len, size_t n, size_t *spans) {
-    size_t i = 0;
-    if (len < 2 || json[i++] != '[') return false;
-    for (size_t item = 0; item < n; ++item) {
-        if (item > 0 && (i >= len || json[i++] != ',')) return false;
-        if (i >= len || json[i] != '"') return false;
-        spans[2 * item] = i++;
-        while (i < len && json[i] != '"') i += (json[i] == '\\') ? 2 : 1;
-        if (i >= len) return false;
-        spans[2 * item + 1] = ++i;
-    }
-    return i + 1 == len && json[i] == ']';
-}
 
 constexpr uint64_t kPow10[20] = {  // 10^19 < 2^64
     1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL,
@@ -51,8 +38,8 @@ constexpr uint64_t kPow10[20] = {  // 10^19 < 2^64
 // Quotient and remainder three times: by 10^4 (32-bit lanes: pmuludq keeps whole
 // products), by 100 (16-bit lanes: g * 5243 >> 19 with pmulhuw's >> 16), by 10
 // (v * 6554 >> 16); each time the remainder goes into the upper half of the lane,
-// so the digits come out in order. Fewer multiplies than dividing each 4-digit
-// group by 1000, 100, 10 and 1 in separate lanes (~1 ns a score less).
+// so the digits come out in order: fewer multiplies than dividing each 4-digit
+// group by 1000, 100, 10 and 1 in separate lanes (bench/RESULTS.md, section 0b).
 inline void write_16_digits(char *p, uint32_t a, uint32_t b) {
     const __m128i halves = _mm_set_epi64x(b, a);
     const __m128i fronts = _mm_srli_epi64(  // x / 10^4 = x * 0xd1b71759 >> 45
@@ -211,13 +198,12 @@ constexpr Mods make_mods() {
 }
 constexpr Mods kMods = make_mods();
 
-// write_unit_fraction_general's bytes at under half its cost: ~11.5 ns a score, not
-// ~26, on realistic scores (it was the largest single cost of /predict). The scaled
-// bounds lie within 9 of t = floor(x 10^K) (17 digits), so when no multiple of 1000
-// lies between them, the answer differs from t in its last 3 digits only and has at
-// most 2 fewer digits: the digits of t go out at once while those 3 are decided
-// without a branch (j = 1 and j = 2 are coin flips). Anything else (~0.6% of
-// scores) takes the general path.
+// write_unit_fraction_general's bytes at under half its cost (the formatter was the
+// largest single cost of /predict: bench/RESULTS.md, section 0b). The scaled bounds
+// lie within 9 of t = floor(x 10^K) (17 digits), so when no multiple of 1000 lies
+// between them, the answer differs from t in its last 3 digits only and has at most
+// 2 fewer digits: the digits of t go out at once while those 3 are decided without a
+// branch (j = 1 and j = 2 are coin flips). Anything else takes the general path.
 inline char *write_unit_fraction(char *p, double x) {
     using u128 = unsigned __int128;
     uint64_t bits;
@@ -289,7 +275,7 @@ inline char *write_score(char *p, double score) {
 }
 
 // memcpy(dst, src, n) for an id literal (n >= 2: quotes included) without the libc
-// call (~0.7 ns of ~18 an item): two overlapping copies of 8 or 16 bytes cover
+// call (a measurable share of an item: bench/RESULTS.md, section 0b): two overlapping copies of 8 or 16 bytes cover
 // 8..32 bytes and read only [src, src + n), as the id may end where the request
 // body does.
 inline void copy_id(char *dst, const char *src, size_t n) {
@@ -312,240 +298,16 @@ inline void copy_id(char *dst, const char *src, size_t n) {
     }
 }
 
-// A key whose unsigned order is the descending order of the double: the IEEE bits
-// made monotonic (flip all bits of negatives, the sign bit of the rest), inverted.
-// Branch-free, so the loop building the radix items vectorizes (~1 us of 18 at
-// 4,000 scores).
-inline uint64_t descending_key(double x) {
-    uint64_t bits;
-    std::memcpy(&bits, &x, sizeof bits);
-    const uint64_t flip = static_cast<uint64_t>(static_cast<int64_t>(bits) >> 63) | (1ULL << 63);
-    return ~(bits ^ flip);
-}
-
-struct Keyed {
-    uint64_t key;
-    uint64_t index;
-    bool operator<(const Keyed &other) const {
-        return key < other.key || (key == other.key && index < other.index);
-    }
-};
-
-inline bool ranks_before(const double *scores, uint64_t a, uint64_t b) {
-    return Keyed{descending_key(scores[a]), a} < Keyed{descending_key(scores[b]), b};
-}
-
-// How many leading key bits are the same in every score (64: all keys equal). For
-// scores in (0, 1) that is the sign and most of the exponent, ~8 bits. The raw bits
-// give the same count as the keys: scores of one sign differ in the same bits either
-// way, and scores of different signs differ in bit 63 either way.
-int constant_key_bits(const double *scores, size_t n) {
-    uint64_t first, diff = 0;
-    std::memcpy(&first, scores, sizeof first);
-    for (size_t i = 0; i < n; ++i) {
-        uint64_t bits;
-        std::memcpy(&bits, scores + i, sizeof bits);
-        diff |= bits ^ first;
-    }
-    return diff ? __builtin_clzll(diff) : 64;
-}
-
-// Exclusive prefix sums over a multiple of 4 buckets, a block of 4 at a time so that
-// one add per block is serial, not one per bucket (~1 us of 18 at 4,000 scores).
-template <class Count>
-void exclusive_sums(Count *counts, size_t size) {
-    Count position = 0;
-    for (size_t b = 0; b < size; b += 4) {
-        const Count c0 = counts[b], c1 = counts[b + 1], c2 = counts[b + 2], c3 = counts[b + 3];
-        counts[b] = position;
-        counts[b + 1] = position + c0;
-        counts[b + 2] = position + c0 + c1;
-        counts[b + 3] = position + c0 + c1 + c2;
-        position += c0 + c1 + c2 + c3;
-    }
-}
-
-struct RankScratch {
-    std::vector<uint64_t> items, other;
-    std::vector<uint32_t> low_counts;
-    std::vector<uint64_t> high_counts;
-    std::vector<int64_t> out;
-    std::vector<uint32_t> ties;
-    std::vector<uint8_t> tie_flags;
-};
-
-// Sorting 4,000 scores was ~9% of a /predict's CPU. The radix sort moves 8-byte items:
-// the key shifted past its constant bits (so the varying bits lead) with the index
-// in the low 32 bits, and makes 2 stable LSD passes of kDigit bits each over the top
-// 2 * kDigit varying bits (22 for 4,000 scores), a counting pass having found both
-// histograms. More passes or fewer varying bits cost more than they save: an item
-// is ~10 instructions a pass. The last pass writes the indices straight to the output
-// and notes ties: items equal in all sorted bits (~8 a request at 4,000 Beta draws),
-// found as an item arriving in a bucket with the same low digit as the one before
-// it. Runs of ties are then put in full key order, which makes the result that of
-// sorting Keyed. kDigit is a constant so the hot loops keep everything in registers.
-// `constant` is constant_key_bits(scores, n), under 64.
-template <int kDigit>
-void radix_rank(const double *scores, size_t n, size_t k, int constant, int64_t *order,
-                RankScratch &s) {
-    constexpr size_t kBuckets = size_t(1) << kDigit;
-    constexpr int kHighShift = 64 - kDigit, kLowShift = 64 - 2 * kDigit;
-    constexpr uint64_t kDigitMask = kBuckets - 1, kIndexMask = 0xffffffff;
-    s.items.resize(n);
-    s.other.resize(n);
-    s.low_counts.assign(kBuckets, 0);
-    s.high_counts.assign(kBuckets, 0);
-    uint64_t *items = s.items.data(), *other = s.other.data();
-    uint32_t *low = s.low_counts.data();
-    uint64_t *high = s.high_counts.data();
-    for (size_t i = 0; i < n; ++i)
-        items[i] = ((descending_key(scores[i]) << constant) & ~kIndexMask) | i;
-    // Counting in a loop of its own is faster than in the loop above (~2 us).
-    for (size_t i = 0; i < n; ++i) {
-        ++low[(items[i] >> kLowShift) & kDigitMask];
-        ++high[items[i] >> kHighShift];
-    }
-    if (low[(items[0] >> kLowShift) & kDigitMask] != n) {  // else all one low digit
-        exclusive_sums(low, kBuckets);
-        for (size_t i = 0; i < n; ++i)
-            other[low[(items[i] >> kLowShift) & kDigitMask]++] = items[i];
-        std::swap(items, other);
-    }
-    // A high bucket's counter: the next position in its low 32 bits, 1 + the low digit
-    // of the item last put there above them (0: none yet).
-    exclusive_sums(high, kBuckets);
-    int64_t *out = order;
-    if (k < n) {
-        s.out.resize(n);
-        out = s.out.data();
-    }
-    if (s.ties.size() < n) s.ties.resize(n);
-    uint32_t *ties = s.ties.data();
-    size_t tie_count = 0;
-    for (size_t i = 0; i < n; ++i) {
-        const uint64_t item = items[i];
-        const uint64_t counter = high[item >> kHighShift];
-        const uint64_t tag = ((item >> kLowShift) & kDigitMask) + 1;
-        const uint32_t p = static_cast<uint32_t>(counter);
-        out[p] = static_cast<int64_t>(item & kIndexMask);
-        if ((counter >> 32) == tag) ties[tie_count++] = p;  // ties with out[p - 1]
-        high[item >> kHighShift] = (tag << 32) | (p + 1);
-    }
-    if (tie_count <= 64) {
-        std::sort(ties, ties + tie_count);
-    } else {  // many (few distinct scores): a counting sort, as positions are distinct
-        s.tie_flags.assign(n, 0);
-        for (size_t t = 0; t < tie_count; ++t) s.tie_flags[ties[t]] = 1;
-        tie_count = 0;
-        for (size_t p = 0; p < n; ++p)
-            if (s.tie_flags[p]) ties[tie_count++] = static_cast<uint32_t>(p);
-    }
-    for (size_t t = 0; t < tie_count;) {  // each run of ties: out[first, last)
-        const size_t first = ties[t] - 1;
-        size_t last = ties[t] + 1;
-        for (++t; t < tie_count && ties[t] == last; ++t) ++last;
-        const auto before = [scores](int64_t a, int64_t b) { return ranks_before(scores, a, b); };
-        if (last - first <= 16) {  // the common case: a pair; insertion sort
-            for (size_t i = first + 1; i < last; ++i) {
-                const int64_t x = out[i];
-                size_t j = i;
-                for (; j > first && before(x, out[j - 1]); --j) out[j] = out[j - 1];
-                out[j] = x;
-            }
-        } else if (!std::is_sorted(out + first, out + last, before)) {  // e.g. equal scores
-            std::sort(out + first, out + last, before);
-        }
-    }
-    if (out != order) std::memcpy(order, out, k * sizeof *order);
-}
-
-// A short top-k (e.g. 10 of 4,000): count the top kDigit varying key bits,
-// find the bucket where the k-th best falls, and sort only the items in it and before
-// it, ~k of them. nth_element over all n was ~25 us at 4,000 scores. `constant` as
-// for radix_rank.
-template <int kDigit>
-void select_rank(const double *scores, size_t n, size_t k, int constant, int64_t *order,
-                 RankScratch &s, std::vector<Keyed> &best) {
-    constexpr int kShift = 64 - kDigit;
-    s.low_counts.assign(size_t(1) << kDigit, 0);
-    uint32_t *counts = s.low_counts.data();
-    for (size_t i = 0; i < n; ++i) ++counts[(descending_key(scores[i]) << constant) >> kShift];
-    uint64_t last = 0;  // the bucket of the k-th best
-    size_t candidates = counts[0];
-    while (candidates < k) candidates += counts[++last];
-    if (candidates <= n / 16) {  // the branch is rarely taken
-        best.clear();
-        for (size_t i = 0; i < n; ++i) {
-            const uint64_t key = descending_key(scores[i]);
-            if ((key << constant) >> kShift <= last) best.push_back(Keyed{key, i});
-        }
-    } else {  // many alike (e.g. equal scores) share the bucket: branch-free
-        best.resize(n);
-        size_t count = 0;
-        for (size_t i = 0; i < n; ++i) {
-            const uint64_t key = descending_key(scores[i]);
-            best[count] = Keyed{key, i};
-            count += (key << constant) >> kShift <= last;
-        }
-        best.resize(count);
-    }
-    std::nth_element(best.begin(), best.begin() + k, best.end());
-    std::sort(best.begin(), best.begin() + k);
-    for (size_t r = 0; r < k; ++r) order[r] = static_cast<int64_t>(best[r].index);
-}
-
 }  // namespace
 
-extern "C" int mab_rank(const double *scores, size_t n, size_t k, int64_t *order) {
-    if (k > n) return -1;
-    if (k == 0) return 0;
-    thread_local RankScratch scratch;
-    thread_local std::vector<Keyed> items;
-    try {
-        if (n < 64 || n > 0xffffffff) {  // few (or more than 32-bit indices): sort Keyed
-            items.resize(n);
-            for (size_t i = 0; i < n; ++i) items[i] = Keyed{descending_key(scores[i]), i};
-            if (k < n / 8) {
-                std::nth_element(items.begin(), items.begin() + k, items.end());
-                std::sort(items.begin(), items.begin() + k);
-            } else {
-                std::sort(items.begin(), items.end());
-            }
-            for (size_t r = 0; r < k; ++r) order[r] = static_cast<int64_t>(items[r].index);
-        } else if (const int constant = constant_key_bits(scores, n); constant == 64) {
-            // All the same double: index order.
-            for (size_t r = 0; r < k; ++r) order[r] = static_cast<int64_t>(r);
-        } else if (k < n / 16) {  // a short top-k; past n/16 the radix sort is faster
-            if (n < 2048) {
-                select_rank<9>(scores, n, k, constant, order, scratch, items);
-            } else {
-                select_rank<11>(scores, n, k, constant, order, scratch, items);
-            }
-        } else if (n < 2048) {
-            // Each of the 2^digit buckets costs about what an item does, and each tie
-            // more: 9-bit digits up to 2,000 scores, 11 to 32,000 (measured).
-            radix_rank<9>(scores, n, k, constant, order, scratch);
-        } else if (n < 32768) {
-            radix_rank<11>(scores, n, k, constant, order, scratch);
-        } else {
-            radix_rank<13>(scores, n, k, constant, order, scratch);
-        }
-    } catch (const std::bad_alloc &) {
-        return -1;
-    }
-    return 0;
+extern "C" size_t mab_encode_bound(size_t src_len, size_t k) {
+    return src_len + k * (sizeof(kOpen) + sizeof(kScore) + kMaxDouble + 4) + 2;
 }
 
-extern "C" int mab_codec_version(void) { return MAB_CODEC_VERSION; }
-
-extern "C" size_t mab_encode_ranked_bound(size_t ids_json_len, size_t k) {
-    return ids_json_len + k * (sizeof(kOpen) + sizeof(kScore) + kMaxDouble + 4) + 2;
-}
-
-extern "C" ptrdiff_t mab_encode_ranked_spans(const char *src, const size_t *spans, size_t n,
-                                             const double *scores, const int64_t *order, size_t k,
-                                             char *out, size_t out_cap) {
-    if (k > n) return -1;
+int mab::encode_ranked(const char *src, const size_t *spans, size_t n, const double *scores,
+                       const int64_t *order, size_t k, char *out, size_t out_cap,
+                       size_t *written) {
+    if (k > n) return MAB_E_RANGE;
     char *p = out;
     const char *limit = out + out_cap;
     // The constant parts as whole-word stores: `},{"id":` (`[{"id":` first) before
@@ -555,14 +317,14 @@ extern "C" ptrdiff_t mab_encode_ranked_spans(const char *src, const size_t *span
     std::memcpy(next, "},{\"id\":", 8);
     std::memcpy(score_key, kScore, sizeof(kScore) - 1);
     if (k == 0) {
-        if (limit - p < 2) return -1;
+        if (limit - p < 2) return MAB_E_SPACE;
         std::memcpy(p, "[]", 2);
-        return 2;
+        *written = 2;
+        return MAB_OK;
     }
     // Items go out in rank order, so spans, ids and scores are read at random, and in
-    // the server they are rarely still in L2 by then (perf put half of this loop's
-    // time on two loads): fetching an item's span 16 items ahead, then its id and
-    // score 8 ahead, took a cold-cache 4,000-item encode from ~109 to ~67 us. (The
+    // the server they are rarely still in the caches: an item's span is fetched 16
+    // items ahead, then its id and score 8 ahead (bench/RESULTS.md, section 0b). (The
     // id prefetch reads spans: only for order entries in range.)
     constexpr size_t kSpanAhead = 16, kItemAhead = 8;
     for (size_t r = 0; r < k; ++r) {
@@ -578,11 +340,10 @@ extern "C" ptrdiff_t mab_encode_ranked_spans(const char *src, const size_t *span
             }
         }
         const int64_t i = order[r];
-        if (i < 0 || static_cast<size_t>(i) >= n) return -1;
+        if (i < 0 || static_cast<size_t>(i) >= n) return MAB_E_RANGE;
         const size_t begin = spans[2 * i], end = spans[2 * i + 1];
-        if (static_cast<size_t>(limit - p) < end - begin + sizeof(kOpen) + sizeof(kScore) + kMaxDouble + 4) {
-            return -1;
-        }
+        constexpr size_t kItemRoom = sizeof(kOpen) + sizeof(kScore) + kMaxDouble + 4;
+        if (static_cast<size_t>(limit - p) < end - begin + kItemRoom) return MAB_E_SPACE;
         std::memcpy(p, r > 0 ? next : first, 8);
         p += r > 0 ? 8 : 7;
         copy_id(p, src + begin, end - begin);
@@ -590,17 +351,17 @@ extern "C" ptrdiff_t mab_encode_ranked_spans(const char *src, const size_t *span
         std::memcpy(p, score_key, 16);
         p += sizeof(kScore) - 1;
         p = write_score(p, scores[i]);
-        if (p == nullptr) return -1;
+        if (p == nullptr) return MAB_E_SPACE;
     }
-    if (limit - p < 2) return -1;
+    if (limit - p < 2) return MAB_E_SPACE;
     std::memcpy(p, "}]", 2);
-    return p + 2 - out;
+    *written = static_cast<size_t>(p + 2 - out);
+    return MAB_OK;
 }
 
-extern "C" ptrdiff_t mab_encode_ranked(const char *ids_json, size_t ids_json_len, size_t n,
-                                       const double *scores, const int64_t *order, size_t k,
-                                       size_t *spans, char *out, size_t out_cap) {
-    if (k > n || out_cap < mab_encode_ranked_bound(ids_json_len, k)) return -1;
-    if (!find_spans(ids_json, ids_json_len, n, spans)) return -1;
-    return mab_encode_ranked_spans(ids_json, spans, n, scores, order, k, out, out_cap);
+extern "C" int mab_encode_ranked(const char *src, size_t src_len, const size_t *spans, size_t n,
+                                 const double *scores, const int64_t *order, size_t k, char *out,
+                                 size_t out_cap, size_t *written) {
+    if (!mab::spans_in_range(spans, n, src_len)) return MAB_E_RANGE;
+    return mab::encode_ranked(src, spans, n, scores, order, k, out, out_cap, written);
 }

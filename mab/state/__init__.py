@@ -1,0 +1,2 @@
+"""Durable online-learning state: the feedback journal and the snapshots that let it
+be pruned."""

@@ -12,6 +12,7 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from itertools import count
 from typing import Any
 
@@ -22,6 +23,7 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
+from scipy.special import betaincinv
 
 from mab import log
 from mab.config import Config
@@ -36,10 +38,10 @@ from mab.errors import (
     UnsupportedMediaType,
 )
 from mab.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from mab.metrics import Metrics
+from mab.metrics import FLUSH_S, FeedbackMetrics, Metrics
 from mab.predict import Figures, Pipeline, Prediction
 from mab.runner import build_runner
-from mab.store.base import FeatureStore
+from mab.store.base import FeatureStore, Learn
 
 _log = structlog.get_logger("mab.request")
 
@@ -52,7 +54,9 @@ class WorkerState:
         self.store = store
         self.runner = build_runner(config)
         self._pipeline: Pipeline | None = None  # built in start(), with the store's scorer
+        self._learn: Learn | None = None  # the store's /feedback, built in start()
         self.metrics = Metrics()
+        self.feedback_metrics = FeedbackMetrics(lambda: int(store.health().detail.get("arms", 0)))
         self.inflight = 0
         self.draining = False
         self._ids = count(1)
@@ -68,19 +72,36 @@ class WorkerState:
         assert self._pipeline is not None, "start() first"
         return self._pipeline
 
+    @property
+    def learn(self) -> Learn:
+        assert self._learn is not None, "start() first"
+        return self._learn
+
     async def start(self) -> None:
         """Start the store client, the sampler actors and the metrics flush, in the
         running loop of this worker (after the fork)."""
         await self.store.start()
         self.runner.start()
         self._pipeline = Pipeline(self.store.scorer(self.runner), self.config.max_items)
-        self._flushing = asyncio.create_task(self.metrics.flush_every())
+        feedback = self.feedback_metrics
+        self._learn = self.store.learner(feedback.applied, feedback.fsynced)
+        self._flushing = asyncio.create_task(self._flush_every())
+
+    def flush_metrics(self) -> None:
+        self.metrics.flush()
+        self.feedback_metrics.flush()
+
+    async def _flush_every(self) -> None:
+        """Flush until cancelled (the worker's lifetime)."""
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            self.flush_metrics()
 
     async def close(self) -> None:
         """Stop what `start` started, in reverse."""
         if self._flushing is not None:
             self._flushing.cancel()
-        self.metrics.flush()
+        self.flush_metrics()
         self.request_lines.flush()
         self.runner.close()
         await self.store.close()
@@ -135,7 +156,8 @@ async def _read_chunks(content: StreamReader, limit: int) -> bytes:
     return b"".join(chunks)  # of one chunk: that bytes object itself, not a copy
 
 
-async def _predict(state: WorkerState, request: web.BaseRequest) -> web.Response:
+def _admit_json(state: WorkerState, request: web.BaseRequest) -> None:
+    """Shed or refuse a JSON POST before its body is read."""
     config = state.config
     if state.inflight >= config.max_inflight:
         state.metrics.shed()
@@ -149,6 +171,11 @@ async def _predict(state: WorkerState, request: web.BaseRequest) -> web.Response
         raise UnsupportedMediaType(
             f"Content-Type must be application/json, got {request.content_type!r}"
         )
+
+
+async def _predict(state: WorkerState, request: web.BaseRequest) -> web.Response:
+    config = state.config
+    _admit_json(state, request)
     state.inflight += 1
     started = time.perf_counter()
     try:
@@ -162,6 +189,48 @@ async def _predict(state: WorkerState, request: web.BaseRequest) -> web.Response
     request[_PREDICTION] = prediction
     state.metrics.prediction(time.perf_counter() - started, prediction.items, prediction.unknown)
     return web.Response(body=prediction.body, content_type="application/json")
+
+
+async def _feedback(state: WorkerState, request: web.BaseRequest) -> web.Response:
+    config = state.config
+    _admit_json(state, request)
+    state.inflight += 1
+    try:
+        body = await _read_body(request, config.max_body_bytes, config.read_timeout)
+        applied = await state.learn(body)
+    finally:
+        state.inflight -= 1
+    return web.Response(body=orjson.dumps(applied.body()), content_type="application/json")
+
+
+ARMS_PREFIX = "/arms/"
+
+
+def _iso(seconds: float) -> str:
+    return (
+        datetime.fromtimestamp(seconds, UTC)
+        .isoformat(timespec="microseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+async def _arm(state: WorkerState, request: web.BaseRequest) -> web.Response:
+    arm_id = request.path[len(ARMS_PREFIX) :]
+    counts = state.store.arm(arm_id) if arm_id else None
+    if counts is None:
+        raise NotFound(f"no arm {arm_id!r} in the table")
+    a = state.config.prior_alpha + counts.successes
+    b = state.config.prior_beta + counts.failures
+    low, high = betaincinv(a, b, [0.025, 0.975]).tolist()
+    body = {
+        "id": arm_id,
+        "successes": counts.successes,
+        "failures": counts.failures,
+        "mean": a / (a + b),
+        "ci95": [low, high],
+        "updated_at": _iso(counts.updated_at),
+    }
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
 async def _health(state: WorkerState, request: web.BaseRequest) -> web.Response:
@@ -182,12 +251,14 @@ async def _health(state: WorkerState, request: web.BaseRequest) -> web.Response:
 
 
 async def _metrics(state: WorkerState, request: web.BaseRequest) -> web.Response:
-    state.metrics.flush()  # this worker's counts up to now
+    state.flush_metrics()  # this worker's counts up to now
     return web.Response(body=Metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 ROUTES: dict[str, dict[str, Route]] = {
     "/predict": {"POST": _predict},
+    "/feedback": {"POST": _feedback},
+    ARMS_PREFIX: {"GET": _arm, "HEAD": _arm},  # /arms/{id}
     "/health": {"GET": _health, "HEAD": _health},
     "/metrics": {"GET": _metrics},
 }
@@ -205,7 +276,8 @@ def make_handler(state: WorkerState) -> Callable[[web.BaseRequest], Awaitable[we
         request_id = request.headers.get("X-Request-ID") or state.next_request_id()
         path = request.path
         try:
-            methods = ROUTES.get(path)
+            route_path = ARMS_PREFIX if path.startswith(ARMS_PREFIX) else path
+            methods = ROUTES.get(route_path)
             if methods is None:
                 raise NotFound(f"no such path: {path}")
             route = methods.get(request.method)
@@ -220,7 +292,9 @@ def make_handler(state: WorkerState) -> Callable[[web.BaseRequest], Awaitable[we
             _log.exception("unhandled error", request_id=request_id, path=path)
             response = error_response(InternalError("internal server error"))
         response.headers["X-Request-ID"] = request_id
-        metrics.request(path if methods is not None else "other", response.status)
+        # One label per route, not per arm id: /arms/{id} is one path.
+        label = "other" if methods is None else "/arms/{id}" if route_path == ARMS_PREFIX else path
+        metrics.request(label, response.status)
         if access_log:
             elapsed, status = time.perf_counter() - started, response.status
             prediction: Prediction | None = request.get(_PREDICTION)

@@ -85,6 +85,43 @@ class VertexConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LearningConfig:
+    """Online learning: /feedback, the live arm table, its journal and decay."""
+
+    state_dir: Path | None = setting(
+        None,
+        "directory for the feedback journal and snapshots; without it feedback lives in "
+        "memory only",
+        metavar="DIR",
+    )
+    max_arms: int = setting(
+        1_000_000,
+        "arms the table holds, the catalog's included; feedback for more new ids gets 507",
+        bound="positive",
+    )
+    half_life: float = setting(
+        0.0,
+        "seconds after which evidence counts half (discounted Thompson sampling; 0 = off)",
+        bound="non_negative",
+    )
+    dedupe_window: float = setting(
+        86_400.0,
+        "seconds an event_id is remembered, so a retried event is applied once",
+        bound="non_negative",
+    )
+    dedupe_capacity: int = setting(
+        1_000_000,
+        "event ids remembered at most (24 bytes each, ~32 MB at the default); past it the "
+        "oldest are forgotten early",
+        bound="positive",
+    )
+    snapshot_every: float = setting(
+        300.0, "seconds between compactions of the journal into a snapshot", bound="positive"
+    )
+    max_events: int = setting(10_000, "events per /feedback request (then 413)", bound="positive")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """Everything `mab serve` is told: built once by `mab.cli`, passed down, never changed."""
 
@@ -141,6 +178,9 @@ class Config:
         None,
         "directory for cross-process Prometheus metrics (default: a fresh temp dir)",
         metavar="DIR",
+    )
+    learning: LearningConfig = field(
+        default_factory=LearningConfig, metadata={"group": "Online learning"}
     )
     vertex: VertexConfig = field(
         default_factory=VertexConfig, metadata={"group": "Vertex AI stores"}

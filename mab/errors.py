@@ -83,6 +83,10 @@ class TooManyItems(PayloadTooLarge):
     code = "too_many_items"
 
 
+class TooManyEvents(PayloadTooLarge):
+    code = "too_many_events"
+
+
 class UnsupportedMediaType(HTTPError):
     status = 415
     code = "unsupported_media_type"
@@ -148,3 +152,19 @@ class NativeOutOfMemory(HTTPError):
     status = 503
     code = "out_of_memory"
     retry_after = 1
+
+
+class ArmTableFull(HTTPError):
+    """Feedback for a new arm when the table holds --max-arms arms (or its id space is
+    used up); existing arms still take feedback."""
+
+    status = 507
+    code = "arm_table_full"
+
+
+class NotSupported(HTTPError):
+    """The configured store does not do this (feedback or arm state on a read-only
+    store such as Vertex)."""
+
+    status = 405
+    code = "not_supported_by_store"

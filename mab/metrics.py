@@ -12,8 +12,12 @@ import asyncio
 import math
 import os
 from bisect import bisect_left
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mab.feedback import Applied
 
 _ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -122,3 +126,58 @@ def worker_restarts() -> Any:
     from prometheus_client import Counter
 
     return Counter("mab_worker_restarts", "Workers that died and were replaced")
+
+
+FSYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+
+class FeedbackMetrics:
+    """The online-learning metrics of one worker, buffered and flushed like `Metrics`."""
+
+    def __init__(self, arms: Callable[[], int]) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self._arms = arms
+        self._applied_total = Counter("mab_feedback_events", "Feedback events applied")
+        self._duplicates_total = Counter(
+            "mab_feedback_duplicates", "Feedback events not applied again: their event_id was"
+        )
+        self._new_arms_total = Counter("mab_feedback_new_arms", "Arms added by feedback")
+        self._arms_gauge = Gauge("mab_arms", "Arms in the live table", multiprocess_mode="max")
+        self._fsync = Histogram(
+            "mab_journal_fsync_seconds", "Group-commit fsyncs of the journal", buckets=FSYNC_BUCKETS
+        )
+        self._fsync_values: list[Any] = list(self._fsync._buckets)
+        self._fsync_sum: Any = self._fsync._sum
+        self._bounds = (*FSYNC_BUCKETS, math.inf)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._applied = self._duplicates = self._new_arms = 0
+        self._fsync_counts = [0] * len(self._bounds)
+        self._fsync_seconds = 0.0
+
+    def applied(self, result: Applied) -> None:
+        self._applied += result.applied
+        self._duplicates += result.duplicates
+        self._new_arms += result.new_arms
+
+    def fsynced(self, seconds: float, records: int) -> None:
+        self._fsync_counts[bisect_left(self._bounds, seconds)] += 1
+        self._fsync_seconds += seconds
+
+    def flush(self) -> None:
+        for total, count in (
+            (self._applied_total, self._applied),
+            (self._duplicates_total, self._duplicates),
+            (self._new_arms_total, self._new_arms),
+        ):
+            if count:
+                total.inc(count)
+        for value, count in zip(self._fsync_values, self._fsync_counts, strict=True):
+            if count:
+                value.inc(count)
+        if self._fsync_seconds:
+            self._fsync_sum.inc(self._fsync_seconds)
+        self._arms_gauge.set(self._arms())
+        self._reset()

@@ -19,9 +19,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from mab.native.scoring import ArmTable, Scorer
+from mab.native.scoring import Scorer
 from mab.request import PredictRequest, parse_request
 from mab.runner import Runner
+from mab.state.table import ArmTable
 from mab.store.base import Features
 
 # A prediction's figures for its log line: items, unknown, then seconds spent
@@ -72,18 +73,18 @@ def response_tail(unknown: int) -> bytes:
 
 
 class TableScore:
-    """Counts from an arm table in this process's memory: steps 2 and 3 in one call."""
+    """Counts from the live arm table (mab/state/table.py): steps 2 and 3 in one call."""
 
     def __init__(
         self,
         table: ArmTable,
         runner: Runner,
-        scale: Callable[[], float],
+        now: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        self._table = table
+        self._table = table.native
         self._runner = runner
-        self._scale = scale  # the decay factor of the table's counts now
+        self._now = now  # the time the counts are decayed to (mab/clock.py)
         self._clock = clock
 
     async def __call__(self, request: PredictRequest) -> Prediction:
@@ -99,8 +100,8 @@ class TableScore:
             items.spans,
             request.k,
             request.seed,
+            self._now(),
             head=response_head(request),
-            scale=self._scale(),
         )
         body += response_tail(stats.unknown)
         return Prediction(

@@ -40,9 +40,7 @@ class _Slot:
 
 
 class Supervisor:
-    def __init__(
-        self, config: Config, sockets: list[socket.socket], store: FeatureStore
-    ) -> None:
+    def __init__(self, config: Config, sockets: list[socket.socket], store: FeatureStore) -> None:
         self.config = config
         self.sockets = sockets
         self.store = store
@@ -123,6 +121,7 @@ class Supervisor:
                 break
             self._reap()
             self._respawn_due()
+            self.store.maintain()  # compaction, when due
         return self._stop()
 
     def _stop(self) -> int:
@@ -142,6 +141,7 @@ class Supervisor:
                 self.log.warning("worker killed after graceful timeout", pid=slot.pid)
                 os.kill(slot.pid, signal.SIGKILL)
                 os.waitpid(slot.pid, 0)
+        self.store.stopped()  # no writer is left: the last compaction
         self.log.info("stopped")
         return 0
 

@@ -64,7 +64,7 @@ def test_env_var_sets_each_setting_and_a_flag_wins(row: Setting) -> None:
         extra = ["--vertex-entity-type", "e", "--vertex-feature-view", "v"]
 
     def read(config: Config) -> object:
-        return getattr(config.vertex if row.group == "vertex" else config, row.name)
+        return getattr(getattr(config, row.group) if row.group else config, row.name)
 
     config = _parse(*extra, env={row.env: env_value})
     assert read(config) == value

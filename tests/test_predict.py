@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -13,10 +14,11 @@ import pytest
 from mab.catalog import Catalog
 from mab.config import Config
 from mab.native import gate, twin
-from mab.native.scoring import ArmTable, literal_key
+from mab.native.scoring import literal_key
 from mab.predict import FetchScore, Pipeline, TableScore
 from mab.request import parse_request
 from mab.runner import InlineRunner
+from mab.state.table import ArmTable
 from mab.store.base import Features
 
 IDS = [f"arm_{i}" for i in range(2000)]
@@ -30,13 +32,21 @@ def _catalog() -> Catalog:
     return Catalog.from_columns(IDS, successes, failures, "test")
 
 
-def _no_decay() -> float:
-    return 1.0
+def _table(catalog: Catalog, half_life: float = 0.0) -> ArmTable:
+    return ArmTable(
+        catalog.ids,
+        catalog.counts,
+        max_arms=len(catalog) + 100,
+        dedupe_capacity=10,
+        half_life=half_life,
+        t0=0.0,
+        updated=0.0,
+    )
 
 
 def _table_pipeline(catalog: Catalog) -> Pipeline:
-    table = ArmTable(catalog.ids, catalog.counts)
-    return Pipeline(TableScore(table, InlineRunner(CONFIG), _no_decay), max_items=10_000)
+    score = TableScore(_table(catalog), InlineRunner(CONFIG), now=lambda: 0.0)
+    return Pipeline(score, max_items=10_000)
 
 
 def _fetch_pipeline(catalog: Catalog) -> Pipeline:
@@ -79,22 +89,28 @@ def test_table_and_fetched_counts_answer_alike(n: int, top_k: int | None, escape
 
 
 @pytest.mark.parametrize("top_k", [None, 3])
-@pytest.mark.parametrize("scale", [1.0, 0.37])
-def test_native_and_twin_pipelines_write_the_same_bytes(top_k: int | None, scale: float) -> None:
+@pytest.mark.parametrize("half_life", [0.0, 1.0])
+def test_native_and_twin_pipelines_write_the_same_bytes(
+    top_k: int | None, half_life: float
+) -> None:
     """The native pipeline and its numpy twin, on the same table and seeded request,
-    write the same answer, byte for byte, for the table and the fetched-counts calls."""
+    write the same answer, byte for byte, for the table and the fetched-counts calls
+    (with decay too: counts read 1.3 half-lives after they were stored)."""
     catalog = _catalog()
     request = parse_request(_body(3000, top_k), 10_000)
     src, spans, k = request.items.buffer, request.items.spans, request.k
+    now, scale = 1.3, (math.exp2(-1.3) if half_life else 1.0)
     answers = []
     for backend in (gate, twin):
         index = backend.Index([literal_key(arm) for arm in catalog.ids])
-        table = backend.Table(index, catalog.counts, len(catalog))
+        region = _table(catalog, half_life).region  # laid out; attached again below
+        backend.table_init_lock(region)
+        table = backend.LiveTable(region, index)
         draws = backend.Draws(2.0, 3.0)
         out = bytearray(backend.encode_bound(len(src), k))
-        stats = backend.score_table(table, draws, 11, scale, src, spans, k, out, 0)
+        stats = backend.score_table(table, draws, 11, now, src, spans, k, out, 0)
         rows, _ = index.lookup(src, spans, len(catalog))
-        counts = catalog.counts[rows]
+        counts = np.vstack([catalog.counts[:-1], [[0.0, 0.0]]])[np.minimum(rows, len(catalog))]
         out2 = bytearray(len(out))
         stats2 = backend.score_counts(
             counts[:, 0] * scale, counts[:, 1] * scale, 7, draws, 11, src, spans, k, out2, 0
@@ -133,13 +149,12 @@ def test_queue_time_is_the_wait_for_the_inline_lane() -> None:
     spent turn); each later one waits 2 ms more, for the one before it."""
     clock = FakeClock()
 
-    def scale() -> float:  # runs inside each request's job: the job's 2 ms of work
+    def now() -> float:  # read inside each request's job: the job's 2 ms of work
         clock.now += 0.002
-        return 1.0
+        return 0.0
 
     catalog = _catalog()
-    table = ArmTable(catalog.ids, catalog.counts)
-    score = TableScore(table, InlineRunner(CONFIG, clock=clock), scale, clock=clock)
+    score = TableScore(_table(catalog), InlineRunner(CONFIG, clock=clock), now, clock=clock)
     pipeline = Pipeline(score, max_items=10_000)
     body = json.dumps({"items": IDS[:100]}).encode()
 

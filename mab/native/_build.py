@@ -18,8 +18,25 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 DEBUG = os.environ.get("MAB_NATIVE_DEBUG") == "1"
-SOURCES = ["parse.cpp", "index.cpp", "sample.cpp", "rank.cpp", "encode.cpp", "pipeline.cpp"]
-HEADERS = ["status.h", "parse.h", "index.h", "sample.h", "rank.h", "encode.h", "pipeline.h"]
+SOURCES = [
+    "parse.cpp",
+    "index.cpp",
+    "table.cpp",
+    "sample.cpp",
+    "rank.cpp",
+    "encode.cpp",
+    "pipeline.cpp",
+]
+HEADERS = [
+    "status.h",
+    "parse.h",
+    "index.h",
+    "table.h",
+    "sample.h",
+    "rank.h",
+    "encode.h",
+    "pipeline.h",
+]
 
 
 def _stamp() -> str:
@@ -44,6 +61,8 @@ CDEF = """
     #define MAB_E_PARAM -3
     #define MAB_E_SPACE -4
     #define MAB_E_REPEAT -5
+    #define MAB_E_FULL -6
+    #define MAB_RECOVERED 2
 
     /* parse.h */
     typedef struct {
@@ -65,6 +84,53 @@ CDEF = """
     int mab_index_lookup(const mab_index *index, const char *src, size_t src_len,
                          const size_t *spans, size_t count, int64_t absent, int64_t *rows,
                          size_t *unknown);
+
+    /* table.h */
+    typedef struct {
+        uint64_t magic;
+        uint64_t version;
+        uint64_t max_arms;
+        uint64_t n_base;
+        uint64_t n_arms;
+        uint64_t over_slots;
+        uint64_t over_seed;
+        uint64_t blob_cap;
+        uint64_t blob_used;
+        uint64_t dedupe_cap;
+        uint64_t dedupe_slots;
+        uint64_t ring_head;
+        uint64_t ring_count;
+        uint64_t epoch;
+        double t0;
+        double half_life;
+        uint64_t off_counts;
+        uint64_t off_updated;
+        uint64_t off_new_ids;
+        uint64_t off_over;
+        uint64_t off_blob;
+        uint64_t off_ring;
+        uint64_t off_dedupe;
+        uint64_t region_bytes;
+        uint64_t generation;
+        uint64_t segment;
+    } mab_table_header;
+    typedef struct mab_table mab_table;
+    int mab_table_init_lock(void *region);
+    int mab_table_attach(void *region, size_t bytes, const mab_index *base, mab_table **out);
+    void mab_table_detach(mab_table *table);
+    int mab_table_lock(mab_table *table);
+    void mab_table_unlock(mab_table *table);
+    int mab_table_lookup(const mab_table *table, const char *src, size_t src_len,
+                         const size_t *spans, size_t count, int64_t *rows, size_t *unknown);
+    int mab_table_apply(mab_table *table, double now, double window, const char *src,
+                        size_t src_len, const size_t *spans, size_t n, const double *ds,
+                        const double *df, const char *ev_src, size_t ev_len,
+                        const size_t *ev_spans, uint8_t *status, size_t *totals);
+    int mab_table_set(mab_table *table, const char *src, size_t src_len, const size_t *spans,
+                      size_t n, const double *successes, const double *failures,
+                      const double *t);
+    int mab_table_read(const mab_table *table, double now, int64_t row, double *out);
+    double mab_table_scale(const mab_table *table, double now);
 
     /* sample.h */
     typedef struct { ...; } mab_rng;  /* layout known to C only */
@@ -105,10 +171,9 @@ CDEF = """
         int keyed;
         uint64_t seed;
     } mab_draw;
-    int mab_score_table(const mab_index *index, const double *counts, int64_t absent,
-                        double scale, const mab_draw *draw, const char *src, size_t src_len,
-                        const size_t *spans, size_t n, size_t k, char *out, size_t out_cap,
-                        mab_score_stats *stats);
+    int mab_score_table(const mab_table *table, double now, const mab_draw *draw,
+                        const char *src, size_t src_len, const size_t *spans, size_t n,
+                        size_t k, char *out, size_t out_cap, mab_score_stats *stats);
     int mab_score_counts(const double *successes, const double *failures, size_t unknown,
                          const mab_draw *draw, const char *src, size_t src_len,
                          const size_t *spans, size_t n, size_t k, char *out, size_t out_cap,

@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
 Rows = npt.NDArray[np.int64]
+Bytes = npt.NDArray[np.uint8]
 # Two per id: the [begin, end) of its JSON literal in a buffer, quotes included.
 Spans = npt.NDArray[np.uint64]
 
@@ -47,6 +48,27 @@ class IndexLike(Protocol):
     def lookup(self, src: bytes, spans: Spans, absent: int) -> tuple[Rows, int]: ...
 
 
+class LiveTableLike(Protocol):
+    def lock(self) -> bool: ...
+    def unlock(self) -> None: ...
+    def lookup(self, src: bytes, spans: Spans) -> tuple[Rows, int]: ...
+    def apply(
+        self,
+        now: float,
+        window: float,
+        src: bytes,
+        spans: Spans,
+        ds: FloatArray,
+        df: FloatArray,
+        event_src: bytes,
+        event_spans: Spans,
+    ) -> tuple[Bytes, tuple[int, int, int]]: ...
+    def set(
+        self, src: bytes, spans: Spans, successes: FloatArray, failures: FloatArray, t: FloatArray
+    ) -> None: ...
+    def read(self, now: float, row: int) -> tuple[float, float, float]: ...
+
+
 class Backend(Protocol):
     """The surface `gate` and `twin` both are (mypy checks each module against it).
     Draws and Table objects go back to the backend that made them."""
@@ -60,7 +82,8 @@ class Backend(Protocol):
     def Draws(
         self, prior_alpha: float = ..., prior_beta: float = ..., seed: int | None = ...
     ) -> Any: ...
-    def Table(self, index: Any, counts: FloatArray, absent: int) -> Any: ...
+    def table_init_lock(self, region: Any) -> None: ...
+    def LiveTable(self, region: Any, base: Any) -> LiveTableLike: ...
     def beta_check(self, a: FloatArray, b: FloatArray, n: int) -> int: ...
     def beta_sample(self, draws: Any, a: FloatArray, b: FloatArray, out: FloatArray) -> None: ...
     def beta_sample_keyed(
@@ -76,7 +99,7 @@ class Backend(Protocol):
         table: Any,
         draws: Any,
         seed: int | None,
-        scale: float,
+        now: float,
         src: bytes,
         spans: Spans,
         k: int,

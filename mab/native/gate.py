@@ -16,10 +16,16 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from mab.errors import InvalidSpans, NativeError, NativeOutOfMemory, ResponseTooLarge
+from mab.errors import (
+    ArmTableFull,
+    InvalidSpans,
+    NativeError,
+    NativeOutOfMemory,
+    ResponseTooLarge,
+)
 from mab.native._native import ffi, lib
 from mab.native._stamp import source_stamp
-from mab.native.api import FastParse, FloatArray, Rows, ScoreStats, Spans
+from mab.native.api import Bytes, FastParse, FloatArray, Rows, ScoreStats, Spans
 
 NAME = "native"
 _VERSION = 4  # MAB_NATIVE_VERSION in pipeline.h
@@ -42,6 +48,7 @@ _ERRORS: dict[int, tuple[type[Exception], str]] = {
     lib.MAB_E_NOMEM: (NativeOutOfMemory, "the native pipeline ran out of memory"),
     lib.MAB_E_RANGE: (InvalidSpans, "a span, an order entry or k is out of range"),
     lib.MAB_E_SPACE: (ResponseTooLarge, "the answer does not fit its buffer"),
+    lib.MAB_E_FULL: (ArmTableFull, "the arm table has no room for more arms"),
 }
 
 
@@ -224,17 +231,108 @@ def encode_ranked(
     return int(written[0])
 
 
+# ---------------------------------------------------------------- live table
+
+
+def table_init_lock(region: Any) -> None:
+    if lib.mab_table_init_lock(ffi.from_buffer(region)) != lib.MAB_OK:
+        raise NativeError("cannot make the arm table's lock")
+
+
+class LiveTable:
+    """A view of a laid-out shared region (mab/state/table.py); `base` indexes the
+    rows the region was laid out with."""
+
+    def __init__(self, region: Any, base: Index) -> None:
+        self.region, self.base = region, base  # kept alive: C points into both
+        handle = ffi.new("mab_table **")
+        status = lib.mab_table_attach(ffi.from_buffer(region), len(region), base.handle, handle)
+        if status != lib.MAB_OK:
+            _fail(status, "cannot attach the arm table")
+        self.handle: Any = ffi.gc(handle[0], lib.mab_table_detach)
+
+    def lock(self) -> bool:
+        """Take the writers' lock; True when its last holder died holding it."""
+        return bool(lib.mab_table_lock(self.handle) == lib.MAB_RECOVERED)
+
+    def unlock(self) -> None:
+        lib.mab_table_unlock(self.handle)
+
+    def lookup(self, src: bytes, spans: Spans) -> tuple[Rows, int]:
+        count = len(spans) // 2
+        rows = np.empty(count, dtype=np.int64)
+        unknown = ffi.new("size_t *")
+        status = lib.mab_table_lookup(
+            self.handle,
+            src,
+            len(src),
+            ffi.from_buffer("size_t[]", spans),
+            count,
+            ffi.from_buffer("int64_t[]", rows),
+            unknown,
+        )
+        if status != lib.MAB_OK:
+            _fail(status, "lookup")
+        return rows, int(unknown[0])
+
+    def apply(
+        self,
+        now: float,
+        window: float,
+        src: bytes,
+        spans: Spans,
+        ds: FloatArray,
+        df: FloatArray,
+        event_src: bytes,
+        event_spans: Spans,
+    ) -> tuple[Bytes, tuple[int, int, int]]:
+        n = len(ds)
+        status = np.empty(n, dtype=np.uint8)
+        totals = ffi.new("size_t[3]")
+        code = lib.mab_table_apply(
+            self.handle,
+            now,
+            window,
+            src,
+            len(src),
+            ffi.from_buffer("size_t[]", spans),
+            n,
+            ffi.from_buffer("double[]", ds),
+            ffi.from_buffer("double[]", df),
+            event_src,
+            len(event_src),
+            ffi.from_buffer("size_t[]", event_spans),
+            ffi.from_buffer("uint8_t[]", status),
+            totals,
+        )
+        if code != lib.MAB_OK:
+            _fail(code, "apply")
+        return status, (int(totals[0]), int(totals[1]), int(totals[2]))
+
+    def set(
+        self, src: bytes, spans: Spans, successes: FloatArray, failures: FloatArray, t: FloatArray
+    ) -> None:
+        code = lib.mab_table_set(
+            self.handle,
+            src,
+            len(src),
+            ffi.from_buffer("size_t[]", spans),
+            len(successes),
+            ffi.from_buffer("double[]", successes),
+            ffi.from_buffer("double[]", failures),
+            ffi.from_buffer("double[]", t),
+        )
+        if code != lib.MAB_OK:
+            _fail(code, "set")
+
+    def read(self, now: float, row: int) -> tuple[float, float, float]:
+        out = ffi.new("double[3]")
+        if lib.mab_table_read(self.handle, now, row, out) != lib.MAB_OK:
+            raise InvalidSpans(f"no row {row}")
+        return float(out[0]), float(out[1]), float(out[2])
+
+
 # ---------------------------------------------------------------- pipeline
-
-
-class Table:
-    """An index and its counts (row r: successes, failures), as the pipeline reads them."""
-
-    def __init__(self, index: Index, counts: FloatArray, absent: int) -> None:
-        self.index = index
-        self.counts = counts  # kept alive: C reads it through the pointer
-        self.counts_ptr: Any = ffi.from_buffer("double[]", counts)
-        self.absent = absent
 
 
 def _stats(stats: Any) -> ScoreStats:
@@ -244,10 +342,10 @@ def _stats(stats: Any) -> ScoreStats:
 
 
 def score_table(
-    table: Table,
+    table: LiveTable,
     draws: Draws,
     seed: int | None,
-    scale: float,
+    now: float,
     src: bytes,
     spans: Spans,
     k: int,
@@ -256,10 +354,8 @@ def score_table(
 ) -> ScoreStats:
     stats = ffi.new("mab_score_stats *")
     status = lib.mab_score_table(
-        table.index.handle,
-        table.counts_ptr,
-        table.absent,
-        scale,
+        table.handle,
+        now,
         draws.keyed(seed),
         src,
         len(src),

@@ -27,4 +27,9 @@ int mab_index_lookup(const mab_index *index, const char *src, size_t src_len,
 
 #ifdef __cplusplus
 }
+
+namespace mab {
+// The row of one id, given its text (no quotes), or `absent`.
+int64_t index_find(const mab_index *index, const char *id, size_t length, int64_t absent);
+}  // namespace mab
 #endif

@@ -77,23 +77,18 @@ extern "C" const char *mab_native_stamp(void) { return MAB_SOURCE_STAMP; }
 
 extern "C" void mab_fail_allocs_over(size_t bytes) { mab::fail_allocs_over = bytes; }
 
-extern "C" int mab_score_table(const mab_index *index, const double *counts, int64_t absent,
-                               double scale, const mab_draw *draw, const char *src,
-                               size_t src_len, const size_t *spans, size_t n, size_t k, char *out,
-                               size_t out_cap, mab_score_stats *stats) {
+extern "C" int mab_score_table(const mab_table *table, double now, const mab_draw *draw,
+                               const char *src, size_t src_len, const size_t *spans, size_t n,
+                               size_t k, char *out, size_t out_cap, mab_score_stats *stats) {
     if (k > n) return MAB_E_RANGE;
     Scratch &s = scratch();
     if (const int reserved = reserve(s, n, k); reserved != MAB_OK) return reserved;
     auto mark = std::chrono::steady_clock::now();
     const int found =
-        mab_index_lookup(index, src, src_len, spans, n, absent, s.rows.data(), &stats->unknown);
+        mab_table_lookup(table, src, src_len, spans, n, s.rows.data(), &stats->unknown);
     if (found != MAB_OK) return found;
-    const double pa = draw->prior_alpha, pb = draw->prior_beta;
-    for (size_t i = 0; i < n; ++i) {
-        const double *row = counts + 2 * s.rows[i];
-        s.alpha[i] = pa + row[0] * scale;
-        s.beta[i] = pb + row[1] * scale;
-    }
+    mab::table_fill(table, now, s.rows.data(), n, draw->prior_alpha, draw->prior_beta,
+                    s.alpha.data(), s.beta.data());
     stats->fetch_s = seconds_since(mark);
     return draw_rank_encode(s, draw, src, spans, n, k, out, out_cap, stats, mark);
 }

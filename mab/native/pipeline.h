@@ -9,6 +9,7 @@
 #include "index.h"
 #include "sample.h"
 #include "status.h"
+#include "table.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -42,13 +43,12 @@ typedef struct {
 } mab_draw;
 
 // The items array of the n ids at `spans` in src (cut to k), into `out`, which needs
-// mab_encode_bound(src_len, k) bytes. The counts of row r are counts[2r] (successes)
-// and counts[2r + 1] (failures), times `scale`; ids not in the index take row
-// `absent`, whose counts are 0. Table counts are finite and >= 0 by construction,
-// so they are not checked again. Errors as the steps give them.
-int mab_score_table(const mab_index *index, const double *counts, int64_t absent, double scale,
-                    const mab_draw *draw, const char *src, size_t src_len, const size_t *spans,
-                    size_t n, size_t k, char *out, size_t out_cap, mab_score_stats *stats);
+// mab_encode_bound(src_len, k) bytes, from the live table's counts decayed to `now`;
+// unknown ids are scored from the prior. Table counts are finite and >= 0 by
+// construction, so they are not checked again. Errors as the steps give them.
+int mab_score_table(const mab_table *table, double now, const mab_draw *draw, const char *src,
+                    size_t src_len, const size_t *spans, size_t n, size_t k, char *out,
+                    size_t out_cap, mab_score_stats *stats);
 
 // The same from counts aligned with the ids (a remote store's answer), checked:
 // MAB_E_PARAM when prior + count is not finite and > 0.

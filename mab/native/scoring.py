@@ -1,4 +1,4 @@
-"""The native pipeline as `mab` calls it: arm tables, scorers, rank and encode.
+"""The native pipeline as `mab` calls it: scorers, rank and encode.
 
 The backend (`mab.native.backend`: the C++ gate or the twin) does the work; this
 module checks what it is given (dtypes, shapes, that spans come in pairs; the
@@ -44,29 +44,6 @@ def check_spans(spans: Spans) -> Spans:
     return spans
 
 
-class ArmTable:
-    """Arm ids and their counts, as the pipeline reads them: row r of `counts` holds
-    successes and failures of ids[r]; the last row is the 0 / 0 of unknown ids."""
-
-    def __init__(self, ids: list[str], counts: FloatArray) -> None:
-        if counts.shape != (len(ids) + 1, 2) or counts.dtype != np.float64:
-            raise ValueError(f"counts must be float64 of shape ({len(ids) + 1}, 2)")
-        if not counts.flags.c_contiguous or counts[-1].any():
-            raise ValueError("counts must be contiguous, with a last row of zeros")
-        self.ids = ids
-        self.counts = counts
-        self.absent = len(ids)
-        self.index = backend.Index([literal_key(arm) for arm in ids])
-        self.native: Any = backend.Table(self.index, counts, self.absent)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def rows(self, src: bytes, spans: Spans) -> tuple[Rows, int]:
-        """The rows of the ids at `spans` in `src` (unknown ones: the last row)."""
-        return self.index.lookup(src, check_spans(spans), self.absent)
-
-
 class Scorer:
     """Writes ranked answers: `head`, then the items array, with room to append a
     tail. Holds a draw stream of its own: one per thread."""
@@ -90,18 +67,19 @@ class Scorer:
 
     def score_table(
         self,
-        table: ArmTable,
+        table: Any,
         src: bytes,
         spans: Spans,
         k: int,
         seed: int | None,
+        now: float,
         head: bytes = b"",
-        scale: float = 1.0,
     ) -> tuple[bytearray, ScoreStats]:
-        """The answer for the ids at `spans`, their counts from `table` times `scale`."""
+        """The answer for the ids at `spans`, their counts from the live table
+        (`ArmTable.native`, mab/state/table.py) decayed to `now`."""
         out = self._buffer(head, len(src), k)
         stats = backend.score_table(
-            table.native, self._draws, seed, scale, src, check_spans(spans), k, out, len(head)
+            table, self._draws, seed, now, src, check_spans(spans), k, out, len(head)
         )
         return self._trimmed(out, len(head), stats), stats
 

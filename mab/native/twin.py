@@ -12,6 +12,7 @@ unseeded stream would. It is slow; it is the reference the tests hold the C++ to
 from __future__ import annotations
 
 import math
+import os
 import secrets
 import time
 from decimal import Decimal
@@ -428,13 +429,6 @@ def encode_ranked(
 # ---------------------------------------------------------------- pipeline
 
 
-class Table:
-    """An index and its counts (row r: successes, failures)."""
-
-    def __init__(self, index: Index, counts: FloatArray, absent: int) -> None:
-        self.index, self.counts, self.absent = index, counts, absent
-
-
 def _score(
     successes: FloatArray,
     failures: FloatArray,
@@ -457,10 +451,10 @@ def _score(
 
 
 def score_table(
-    table: Table,
+    table: LiveTable,
     draws: Draws,
     seed: int | None,
-    scale: float,
+    now: float,
     src: bytes,
     spans: Spans,
     k: int,
@@ -470,8 +464,9 @@ def score_table(
     started = time.perf_counter()
     if k > len(spans) // 2:
         raise InvalidSpans("score: k is out of range")
-    rows, unknown = table.index.lookup(src, spans, table.absent)
+    rows, unknown = table.lookup(src, spans)
     counts = table.counts[rows]
+    scale = table.scale(now)
     written, *times = _score(
         counts[:, 0] * scale, counts[:, 1] * scale, draws, seed, src, spans, k, out, at, started
     )
@@ -501,3 +496,265 @@ def score_counts(
         raise StoreFailed("the store gave counts that are not finite and >= 0")
     written, *times = _score(successes, failures, draws, seed, src, spans, k, out, at, started)
     return ScoreStats(unknown, written, *times)
+
+
+# ---------------------------------------------------------------- live table
+#
+# The same region layout as table.cpp (laid out by mab/state/table.py). The twin keeps
+# its own hashes in it (Python's, which forked workers share; blake2b for event ids),
+# so a region is read by the backend that wrote it. The writers' lock is a POSIX
+# record lock on an unlinked file: per process, and released if its holder dies.
+
+_HEADER = (
+    "magic version max_arms n_base n_arms over_slots over_seed blob_cap blob_used "
+    "dedupe_cap dedupe_slots ring_head ring_count epoch t0 half_life off_counts "
+    "off_updated off_new_ids off_over off_blob off_ring off_dedupe region_bytes "
+    "generation segment"
+).split()
+_H = {name: i for i, name in enumerate(_HEADER)}
+_RESCALE_AFTER = 64.0
+_LOCKS: dict[int, int] = {}  # id(region) -> the lock file's descriptor
+
+
+def table_init_lock(region: Any) -> None:
+    import tempfile
+
+    handle = tempfile.TemporaryFile(prefix="mab-table-lock-")
+    _LOCKS[id(region)] = os.dup(handle.fileno())
+    handle.close()
+
+
+class LiveTable:
+    """table.cpp's LiveTable in numpy and Python."""
+
+    def __init__(self, region: Any, base: Index) -> None:
+        self.region, self.base = region, base
+        self._lock_fd = _LOCKS[id(region)]
+        self._u = np.frombuffer(region, dtype=np.uint64, count=len(_HEADER))
+        self._f = np.frombuffer(region, dtype=np.float64, count=len(_HEADER))
+        h = self._header
+        self.max_arms, self.n_base = h("max_arms"), h("n_base")
+        added = self.max_arms - self.n_base
+        self.counts = self._view("off_counts", np.float64, 2 * (self.max_arms + 1)).reshape(-1, 2)
+        self.updated = self._view("off_updated", np.float64, self.max_arms)
+        self.new_ids = self._view("off_new_ids", np.uint64, 2 * added).reshape(-1, 2)
+        self.over = self._view("off_over", np.uint64, 4 * h("over_slots"))[::4]
+        self.blob = self._view("off_blob", np.uint8, h("blob_cap"))
+        self.ring = self._view("off_ring", np.uint64, 3 * h("dedupe_cap")).reshape(-1, 3)
+        self.dedupe = self._view("off_dedupe", np.uint32, h("dedupe_slots"))
+
+    def _header(self, name: str) -> Any:
+        return float(self._f[_H[name]]) if name in ("t0", "half_life") else int(self._u[_H[name]])
+
+    def _put(self, name: str, value: Any) -> None:
+        (self._f if name in ("t0", "half_life") else self._u)[_H[name]] = value
+
+    def _view(self, name: str, dtype: Any, count: int) -> Any:
+        return np.frombuffer(self.region, dtype=dtype, count=count, offset=self._header(name))
+
+    def lock(self) -> bool:
+        import fcntl
+
+        fcntl.lockf(self._lock_fd, fcntl.LOCK_EX)
+        return False
+
+    def unlock(self) -> None:
+        import fcntl
+
+        fcntl.lockf(self._lock_fd, fcntl.LOCK_UN)
+
+    # ---------------------------------------------------------------- arms
+
+    def _added_key(self, row: int) -> bytes:
+        at, length = self.new_ids[row - self.n_base].tolist()
+        key: bytes = self.blob[at : at + length].tobytes()
+        return key
+
+    def _slot_of(self, key: bytes) -> tuple[int, int]:
+        """(slot, row) of an added arm's key, or (the free slot for it, -1)."""
+        mask = len(self.over) - 1
+        slot = hash(key) & mask
+        while (at := int(self.over[slot])) != 0:
+            if self._added_key(at - 1) == key:
+                return slot, at - 1
+            slot = (slot + 1) & mask
+        return slot, -1
+
+    def _find(self, key: bytes) -> int:
+        rows, unknown = self.base.lookup(
+            b'"' + key + b'"', np.array([0, len(key) + 2], np.uint64), -1
+        )
+        if not unknown:
+            return int(rows[0])
+        return self._slot_of(key)[1] if self._header("n_arms") > self.n_base else -1
+
+    def _add(self, key: bytes) -> int:
+        row, used = int(self._header("n_arms")), int(self._header("blob_used"))
+        self.blob[used : used + len(key)] = np.frombuffer(key, dtype=np.uint8)
+        self._put("blob_used", used + len(key))
+        self.new_ids[row - self.n_base] = (used, len(key))
+        slot, _ = self._slot_of(key)
+        self.over[slot] = row + 1
+        self._put("n_arms", row + 1)
+        return row
+
+    def lookup(self, src: bytes, spans: Spans) -> tuple[Rows, int]:
+        rows, unknown = self.base.lookup(src, spans, self.max_arms)
+        if unknown and self._header("n_arms") > self.n_base:
+            bounds = spans.tolist()
+            for i in np.flatnonzero(rows == self.max_arms).tolist():
+                row = self._slot_of(src[bounds[2 * i] + 1 : bounds[2 * i + 1] - 1])[1]
+                rows[i] = self.max_arms if row < 0 else row
+            unknown = int(np.count_nonzero(rows == self.max_arms))
+        return rows, unknown
+
+    def _room_for(self, keys: list[bytes]) -> bool:
+        fresh = {key for key in keys if self._find(key) < 0}
+        return bool(
+            self._header("n_arms") + len(fresh) <= self.max_arms
+            and self._header("blob_used") + sum(map(len, fresh)) <= len(self.blob)
+        )
+
+    def _growth(self, now: float) -> float:
+        h = self._header("half_life")
+        if h <= 0:
+            return 1.0
+        if (now - self._header("t0")) / h > _RESCALE_AFTER:
+            n = self._header("n_arms")
+            self.counts[:n] *= math.exp2(-(now - self._header("t0")) / h)
+            self._put("t0", now)
+        return math.exp2((now - self._header("t0")) / h)
+
+    def scale(self, now: float) -> float:
+        h = self._header("half_life")
+        return math.exp2(-(now - self._header("t0")) / h) if h > 0 else 1.0
+
+    # ---------------------------------------------------------------- event ids
+
+    def _ring_pos(self, back: int) -> int:
+        return int((self._header("ring_head") - back) % len(self.ring))
+
+    def _dedupe_find(self, hi: int, lo: int) -> int:
+        mask = len(self.dedupe) - 1
+        slot = lo & mask
+        while (at := int(self.dedupe[slot])) != 0:
+            if self.ring[at - 1, 0] == hi and self.ring[at - 1, 1] == lo:
+                return slot
+            slot = (slot + 1) & mask
+        return -1
+
+    def _dedupe_erase(self, slot: int) -> None:
+        mask = len(self.dedupe) - 1
+        self.dedupe[slot] = 0
+        nxt = (slot + 1) & mask
+        while (at := int(self.dedupe[nxt])) != 0:
+            home = int(self.ring[at - 1, 1]) & mask
+            if ((nxt - home) & mask) >= ((nxt - slot) & mask):
+                self.dedupe[slot], self.dedupe[nxt] = at, 0
+                slot = nxt
+            nxt = (nxt + 1) & mask
+
+    def _drop_oldest(self) -> None:
+        entry = self.ring[self._ring_pos(self._header("ring_count"))]
+        slot = self._dedupe_find(int(entry[0]), int(entry[1]))
+        if slot >= 0:
+            self._dedupe_erase(slot)
+        self._put("ring_count", self._header("ring_count") - 1)
+
+    def _remember(self, hi: int, lo: int, now: float) -> None:
+        if self._header("ring_count") == len(self.ring):
+            self._drop_oldest()
+        pos = self._header("ring_head")
+        self.ring[pos] = (hi, lo, np.float64(now).view(np.uint64))
+        mask = len(self.dedupe) - 1
+        slot = lo & mask
+        while self.dedupe[slot]:
+            slot = (slot + 1) & mask
+        self.dedupe[slot] = pos + 1
+        self._put("ring_head", (pos + 1) % len(self.ring))
+        self._put("ring_count", self._header("ring_count") + 1)
+
+    def apply(
+        self,
+        now: float,
+        window: float,
+        src: bytes,
+        spans: Spans,
+        ds: FloatArray,
+        df: FloatArray,
+        event_src: bytes,
+        event_spans: Spans,
+    ) -> tuple[Any, tuple[int, int, int]]:
+        import hashlib
+
+        bounds = _check_spans(src, spans)
+        marks = event_spans.tolist()
+        while self._header("ring_count"):  # forget the ids applied before now - window
+            oldest = self.ring[self._ring_pos(self._header("ring_count"))]
+            if float(oldest[2:3].view(np.float64)[0]) >= now - window:
+                break
+            self._drop_oldest()
+        n = len(ds)
+        keys = [src[bounds[2 * i] + 1 : bounds[2 * i + 1] - 1] for i in range(n)]
+        ids: list[tuple[int, int] | None] = []
+        duplicate, seen = [False] * n, set()
+        for i in range(n):
+            raw = event_src[marks[2 * i] : marks[2 * i + 1]]
+            if not raw:
+                ids.append(None)
+                continue
+            digest = hashlib.blake2b(raw, digest_size=16).digest()
+            pair = (int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little"))
+            ids.append(pair)
+            duplicate[i] = self._dedupe_find(*pair) >= 0 or pair in seen
+            seen.add(pair)
+        if not self._room_for([key for key, dup in zip(keys, duplicate, strict=True) if not dup]):
+            from mab.errors import ArmTableFull
+
+            raise ArmTableFull("apply: the arm table has no room for more arms")
+        g = self._growth(now)
+        status = np.zeros(n, dtype=np.uint8)
+        applied = added = duplicates = 0
+        for i in range(n):
+            if duplicate[i]:
+                status[i] = 1
+                duplicates += 1
+                continue
+            known = ids[i]
+            if known is not None:
+                self._remember(*known, now)
+            row = self._find(keys[i])
+            if row < 0:
+                row = self._add(keys[i])
+                status[i] = 2
+                added += 1
+            self.counts[row, 0] += ds[i] * g
+            self.counts[row, 1] += df[i] * g
+            self.updated[row] = now
+            applied += 1
+        return status, (applied, added, duplicates)
+
+    def set(
+        self, src: bytes, spans: Spans, successes: FloatArray, failures: FloatArray, t: FloatArray
+    ) -> None:
+        bounds = _check_spans(src, spans)
+        keys = [src[bounds[2 * i] + 1 : bounds[2 * i + 1] - 1] for i in range(len(successes))]
+        if not self._room_for(keys):
+            from mab.errors import ArmTableFull
+
+            raise ArmTableFull("set: the arm table has no room for more arms")
+        for i, key in enumerate(keys):
+            row = self._find(key)
+            if row < 0:
+                row = self._add(key)
+            g = self._growth(float(t[i]))
+            self.counts[row] = (successes[i] * g, failures[i] * g)
+            self.updated[row] = t[i]
+
+    def read(self, now: float, row: int) -> tuple[float, float, float]:
+        scale = self.scale(now)
+        return (
+            float(self.counts[row, 0] * scale),
+            float(self.counts[row, 1] * scale),
+            float(self.updated[row]),
+        )

@@ -11,10 +11,9 @@ __all__ = ["FeatureStore", "Features", "StoreHealth", "build_store"]
 
 
 def _embedded(config: Config) -> FeatureStore:
-    from mab.catalog import load_catalog
     from mab.store.embedded import EmbeddedStore
 
-    return EmbeddedStore(load_catalog(config))
+    return EmbeddedStore(config)
 
 
 def _vertex_featurestore(config: Config) -> FeatureStore:

@@ -8,6 +8,7 @@ native code; the Vertex stores' scorers call Google's online serving APIs first.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -15,8 +16,11 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
+    from mab.feedback import Applied
     from mab.predict import Score
     from mab.runner import Runner
+    from mab.state.commit import FlushHook
+    from mab.state.table import ArmCounts
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -37,9 +41,16 @@ class StoreHealth:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+class Learn(Protocol):
+    """A worker's /feedback: a body in, what was applied out (once durable)."""
+
+    async def __call__(self, body: bytes) -> Applied: ...
+
+
 class FeatureStore(Protocol):
-    """Lifecycle: built in the parent (cheap, no sockets), `start()`ed in each
-    worker inside its running event loop, `close()`d on worker shutdown."""
+    """Lifecycle: built in the parent (cheap, no sockets; a table is loaded here, so
+    workers share it), `start()`ed in each worker inside its running event loop,
+    `close()`d on worker shutdown. `maintain` and `stopped` run in the parent."""
 
     name: str
 
@@ -49,6 +60,23 @@ class FeatureStore(Protocol):
 
     def scorer(self, runner: Runner) -> Score:
         """The worker's scorer, built once after `start()`; its CPU work goes to `runner`."""
+        ...
+
+    def learner(self, on_applied: Callable[[Applied], None], on_fsync: FlushHook | None) -> Learn:
+        """The worker's /feedback, built once after `start()` (NotSupported when called,
+        for a read-only store)."""
+        ...
+
+    def arm(self, arm_id: str) -> ArmCounts | None:
+        """One arm's live counts, None if unknown (NotSupported for a read-only store)."""
+        ...
+
+    def maintain(self) -> None:
+        """Periodic upkeep in the parent (compaction)."""
+        ...
+
+    def stopped(self) -> None:
+        """The workers have stopped (the last compaction)."""
         ...
 
     def health(self) -> StoreHealth: ...

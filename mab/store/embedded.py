@@ -1,40 +1,70 @@
-"""The default store: counts from a catalog held in memory, in an arm table."""
+"""The default store: counts from a catalog, in the live arm table that /feedback
+updates, kept durable in --state-dir (mab/state/)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from mab.catalog import Catalog
-from mab.native.scoring import ArmTable
+from mab.catalog import load_catalog
+from mab.clock import clock
+from mab.config import Config
+from mab.feedback import Applied, Learner
+from mab.state.commit import FlushHook
+from mab.state.durable import JournalLog, NoLog, open_state, worker_log
+from mab.state.table import ArmCounts
 from mab.store.base import StoreHealth
 
 if TYPE_CHECKING:
     from mab.predict import Score
     from mab.runner import Runner
-
-
-def _no_decay() -> float:
-    return 1.0
+    from mab.store.base import Learn
 
 
 class EmbeddedStore:
     name = "embedded"
 
-    def __init__(self, catalog: Catalog) -> None:
-        self.catalog = catalog
-        # Built here, in the parent: the workers share it copy-on-write.
-        self.table = ArmTable(catalog.ids, catalog.counts)
+    def __init__(self, config: Config) -> None:
+        self._learning = config.learning
+        self._now = clock()
+        self.catalog = load_catalog(config)
+        # Built here, in the parent: the workers share the table (it is shared memory).
+        self.table, self.durable = open_state(self.catalog, config.learning, self._now())
+        self._log: NoLog | JournalLog = NoLog()
 
     async def start(self) -> None:
         pass
 
     async def close(self) -> None:
-        pass
+        await self._log.commit()
+        self._log.close()
 
     def scorer(self, runner: Runner) -> Score:
         from mab.predict import TableScore
 
-        return TableScore(self.table, runner, _no_decay)
+        return TableScore(self.table, runner, self._now)
+
+    def learner(self, on_applied: Callable[[Applied], None], on_fsync: FlushHook | None) -> Learn:
+        self._log = worker_log(self._learning, self.table, on_fsync)
+        return Learner(
+            self.table,
+            self._log,
+            self._now,
+            self._learning.dedupe_window,
+            self._learning.max_events,
+            on_applied,
+        )
+
+    def arm(self, arm_id: str) -> ArmCounts | None:
+        return self.table.arm(arm_id, self._now())
+
+    def maintain(self) -> None:
+        if self.durable is not None:
+            self.durable.maybe_compact(self._learning.snapshot_every)
+
+    def stopped(self) -> None:
+        if self.durable is not None:
+            self.durable.compact()
 
     def health(self) -> StoreHealth:
-        return StoreHealth(ok=True, detail={"arms": len(self.catalog)})
+        return StoreHealth(ok=True, detail={"arms": len(self.table)})

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mab.config import VertexConfig
-from mab.errors import HTTPError, StartupError, StoreTimeout
+from mab.errors import HTTPError, NotSupported, StartupError, StoreTimeout
 from mab.store.base import Features, StoreHealth
 from mab.store.cache import Counts, build_cache
 from mab.store.vertex_readers import (
@@ -29,8 +29,12 @@ from mab.store.vertex_readers import (
 )
 
 if TYPE_CHECKING:
+    from mab.feedback import Applied
     from mab.predict import Score
     from mab.runner import Runner
+    from mab.state.commit import FlushHook
+    from mab.state.table import ArmCounts
+    from mab.store.base import Learn
 
 _UNKNOWN = (0.0, 0.0)
 _LOCATION = re.compile(r"^projects/[^/]+/locations/(?P<location>[^/]+)/")
@@ -99,6 +103,24 @@ class VertexStore:
         from mab.predict import FetchScore
 
         return FetchScore(self.fetch, runner)
+
+    def learner(self, on_applied: Callable[[Applied], None], on_fsync: FlushHook | None) -> Learn:
+        return self._read_only
+
+    async def _read_only(self, body: bytes) -> Applied:
+        raise NotSupported(
+            f"the {self.name} store is read-only: it takes no feedback (counts come from "
+            "Vertex AI; use --store embedded or redis to learn online)"
+        )
+
+    def arm(self, arm_id: str) -> ArmCounts | None:
+        raise NotSupported(f"the {self.name} store keeps no live arm table to read")
+
+    def maintain(self) -> None:
+        pass
+
+    def stopped(self) -> None:
+        pass
 
     async def fetch(self, ids: Sequence[str]) -> Features:
         """Counts for `ids`, in order. Raises `StoreFailed` / `StoreTimeout`."""

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from importlib import resources
 from itertools import count
 from typing import Any
 
@@ -28,6 +29,7 @@ from scipy.special import betaincinv
 from mab import log
 from mab.config import Config
 from mab.errors import (
+    BadRequest,
     HTTPError,
     InternalError,
     MethodNotAllowed,
@@ -250,6 +252,15 @@ async def _health(state: WorkerState, request: web.BaseRequest) -> web.Response:
     )
 
 
+# The API's description, checked in beside the code (tests/test_openapi.py holds the
+# server to it); read once, at import.
+OPENAPI = (resources.files("mab") / "openapi.json").read_bytes()
+
+
+async def _openapi(state: WorkerState, request: web.BaseRequest) -> web.Response:
+    return web.Response(body=OPENAPI, content_type="application/json")
+
+
 async def _metrics(state: WorkerState, request: web.BaseRequest) -> web.Response:
     state.flush_metrics()  # this worker's counts up to now
     return web.Response(body=Metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
@@ -261,6 +272,7 @@ ROUTES: dict[str, dict[str, Route]] = {
     ARMS_PREFIX: {"GET": _arm, "HEAD": _arm},  # /arms/{id}
     "/health": {"GET": _health, "HEAD": _health},
     "/metrics": {"GET": _metrics},
+    "/openapi.json": {"GET": _openapi},
 }
 _PREDICTION = "mab.prediction"  # request-local: the Prediction, for its log line
 
@@ -337,6 +349,35 @@ def _log_requests(lines: list[RequestLine]) -> None:
         )
 
 
+class _JsonErrors(RequestHandler):
+    """aiohttp's own answers to requests it cannot parse (a bad request line, headers
+    too long, a broken chunk), in the JSON error shape like every other error."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # as aiohttp: the answer is already going out
+            raise ConnectionError("response is sent already, cannot send an error")
+        if status >= 500:
+            _log.error("unhandled error in the HTTP layer", error=repr(exc))
+            error: HTTPError = InternalError("internal server error")
+        else:
+            error = BadRequest(f"malformed HTTP request: {message or exc!r}")
+            error.status = status
+        response = error_response(error)
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _JsonErrors(self, loop=self._loop, **self._kwargs)
+
+
 def build_server(state: WorkerState) -> web.Server:
     """The low-level aiohttp server of one worker; call inside its running loop."""
     loop = asyncio.get_running_loop()
@@ -354,4 +395,4 @@ def build_server(state: WorkerState) -> web.Server:
             message, payload, protocol, writer, task, loop, client_max_size=max_body
         )
 
-    return web.Server(make_handler(state), request_factory=make_request)
+    return _Server(make_handler(state), request_factory=make_request)

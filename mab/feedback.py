@@ -20,6 +20,7 @@ import orjson
 from mab.errors import BadRequest, InvalidJSON, TooManyEvents
 from mab.native import backend
 from mab.native.api import FloatArray, Spans
+from mab.request import as_int
 from mab.state.records import Event, FeedbackBatch, encode
 from mab.state.table import ArmTable
 
@@ -47,8 +48,8 @@ def _event(index: int, item: Any) -> Event:
     reward: Any = item.get("reward")
     if not _number(reward) or not math.isfinite(reward) or not 0 <= reward <= 1:
         raise BadRequest(f'{where}: "reward" is required and must be a number in [0, 1]')
-    count = item.get("count", 1)
-    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_COUNT:
+    count = as_int(item.get("count", 1))
+    if count is None or not 1 <= count <= MAX_COUNT:
         raise BadRequest(f'{where}: "count" must be an integer in [1, {MAX_COUNT}]')
     event_id = item.get("event_id")
     if event_id is not None:

@@ -79,8 +79,16 @@ class PredictRequest:
         return n if self.top_k is None else min(self.top_k, n)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def as_int(value: Any) -> int | None:
+    """An integer as JSON Schema counts them (271.0 is one, as long as a double holds it
+    exactly), or None. Booleans are not."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    return None
 
 
 def parse_request(body: bytes, max_items: int) -> PredictRequest:
@@ -122,9 +130,9 @@ def parse_general(body: bytes, max_items: int) -> PredictRequest:
     if user_id is not None and not isinstance(user_id, str):
         raise BadRequest('"user_id" must be a string')
     top_k = data.get("top_k")
-    if top_k is not None and not (_is_int(top_k) and top_k >= 1):
+    if top_k is not None and ((top_k := as_int(top_k)) is None or top_k < 1):
         raise BadRequest('"top_k" must be an integer >= 1')
     seed = data.get("seed")
-    if seed is not None and not (_is_int(seed) and 0 <= seed <= MAX_SEED):
+    if seed is not None and ((seed := as_int(seed)) is None or not 0 <= seed <= MAX_SEED):
         raise BadRequest(f'"seed" must be an integer in [0, {MAX_SEED}]')
     return PredictRequest(ItemIds.from_strings(items), orjson.dumps(user_id), top_k, seed)

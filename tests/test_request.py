@@ -66,7 +66,10 @@ SLOW_BODIES: list[tuple[bytes, list[str] | type[HTTPError], int | None]] = [
     (b'{"items": ["a"], "items": ["b"]}', ["b"], None),  # duplicate key: the last one wins
     (b'{"items": ["a"], "n": 1e400}', InvalidJSON, None),  # orjson: infinity
     (b'{"items": ["a"], "n": 12345678901234567890123}', ["a"], None),
-    (b'{"items": ["a"], "top_k": 2.0}', BadRequest, None),
+    (b'{"items": ["a"], "top_k": 2.0}', ["a"], None),  # 2.0 is an integer, as JSON Schema says
+    (b'{"items": ["a"], "top_k": 2.5}', BadRequest, None),
+    (b'{"items": ["a"], "seed": 271.0}', ["a"], 271),
+    (b'{"items": ["a"], "seed": 1e300}', BadRequest, None),
     (b'{"items": ["a"], "seed": -0}', ["a"], 0),  # orjson reads 0
     (b'{"items": ["a"], "x": "\\ud800"}', InvalidJSON, None),  # a lone surrogate
 ]

@@ -20,7 +20,7 @@ Each figure is the median of --repeat runs; the two journals alternate run by ru
 - snapshot: write_snapshot and read_snapshot of a 40 MB payload (1M arms x 40 bytes).
 
 Directories: by default a temporary one under this checkout, and /tmp too if it is
-on another filesystem. bench/RESULTS-journal.md has a run.
+on another filesystem. bench/RESULTS.md, section 7, has a run.
 """
 
 from __future__ import annotations

@@ -137,3 +137,18 @@ def test_bad_vertex_config_stops_startup(fake: FakeVertex) -> None:
     result = serve(*args)
     assert result.returncode == 2 and "Application Default Credentials" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_read_only_store_refuses_feedback_and_arm_reads(fake: FakeVertex) -> None:
+    """/feedback and /arms on a Vertex store give the documented JSON error naming the
+    store, and /predict still answers."""
+    with run_server(*store_args("featurestore", fake.address), workers=1) as server:
+        body = b'{"events": [{"id": "item_0000001", "reward": 1}]}'
+        response = server.request("POST", "/feedback", body, {"Content-Type": "application/json"})
+        assert response.status == 405, response.body
+        error = response.json()["error"]
+        assert error["code"] == "not_supported_by_store"
+        assert "vertex-featurestore" in error["message"] and "read-only" in error["message"]
+        arm = server.request("GET", "/arms/item_0000001")
+        assert arm.status == 405 and arm.json()["error"]["code"] == "not_supported_by_store"
+        assert server.predict({"items": ITEMS}).status == 200

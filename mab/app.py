@@ -162,8 +162,9 @@ def _admit_json(state: WorkerState, request: web.BaseRequest) -> None:
     """Shed or refuse a JSON POST before its body is read."""
     config = state.config
     if state.inflight >= config.max_inflight:
-        state.metrics.shed()
-        raise Overloaded(f"{state.inflight} requests in progress in this worker, retry later")
+        raise Overloaded(
+            f"{state.inflight} requests in progress in this worker, retry later", "inflight"
+        )
     length = request.content_length
     if length is not None and length > config.max_body_bytes:
         raise PayloadTooLarge(
@@ -183,9 +184,6 @@ async def _predict(state: WorkerState, request: web.BaseRequest) -> web.Response
     try:
         body = await _read_body(request, config.max_body_bytes, config.read_timeout)
         prediction = await state.pipeline.predict(body)
-    except Overloaded:
-        state.metrics.shed()
-        raise
     finally:
         state.inflight -= 1
     request[_PREDICTION] = prediction
@@ -296,6 +294,9 @@ def make_handler(state: WorkerState) -> Callable[[web.BaseRequest], Awaitable[we
             if route is None:
                 raise MethodNotAllowed(f"{request.method} is not allowed on {path}")
             response = await route(state, request)
+        except Overloaded as exc:
+            metrics.shed(exc.reason)
+            response = error_response(exc)
         except HTTPError as exc:
             response = error_response(exc)
         except web.HTTPException as exc:
@@ -349,9 +350,76 @@ def _log_requests(lines: list[RequestLine]) -> None:
         )
 
 
-class _JsonErrors(RequestHandler):
-    """aiohttp's own answers to requests it cannot parse (a bad request line, headers
-    too long, a broken chunk), in the JSON error shape like every other error."""
+# The answer to a connection over --max-connections, written before it is closed.
+_TOO_MANY_CONNECTIONS = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+) % (
+    len(
+        body := orjson.dumps(
+            {"error": {"code": "overloaded", "message": "too many open connections, retry later"}}
+        )
+    ),
+    body,
+)
+
+
+class _Connection(RequestHandler):
+    """One client connection. On top of aiohttp's: the connection limit, a timeout
+    for the headers of a request once they have begun (aiohttp's own keep-alive timer
+    also closes a connection whose request never completes, but only after the
+    keep-alive timeout), and aiohttp's answers to requests it cannot parse (a bad
+    request line, headers too long, a broken chunk) in the JSON error shape."""
+
+    def __init__(self, manager: _Server, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._server = manager
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._counted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        metrics = self._server.state.metrics
+        if metrics.connections >= self._server.state.config.max_connections:
+            metrics.shed("connections")
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(_TOO_MANY_CONNECTIONS)
+            self.force_close()
+            return
+        metrics.connections += 1
+        self._counted = True
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._counted:
+            self._server.state.metrics.connections -= 1
+            self._counted = False
+        self._stop_header_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        requests = self._request_count
+        super().data_received(data)
+        if self._request_count != requests:  # a request's headers are complete
+            self._stop_header_timer()
+        elif (
+            self._header_timer is None
+            and not self._messages
+            and not self._request_in_progress  # else: body bytes, --read-timeout's
+        ):
+            self._header_timer = self._loop.call_later(
+                self._server.state.config.header_timeout, self._headers_timed_out
+            )
+
+    def _stop_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_timed_out(self) -> None:
+        self._header_timer = None
+        if not self._messages and not self._request_in_progress:
+            self._server.state.metrics.header_timeout()
+            self.force_close()
 
     def handle_error(
         self,
@@ -374,8 +442,12 @@ class _JsonErrors(RequestHandler):
 
 
 class _Server(web.Server):
+    def __init__(self, state: WorkerState, **kwargs: Any) -> None:
+        super().__init__(make_handler(state), **kwargs)
+        self.state = state
+
     def __call__(self) -> RequestHandler:
-        return _JsonErrors(self, loop=self._loop, **self._kwargs)
+        return _Connection(self, loop=self._loop, **self._kwargs)
 
 
 def build_server(state: WorkerState) -> web.Server:
@@ -395,4 +467,6 @@ def build_server(state: WorkerState) -> web.Server:
             message, payload, protocol, writer, task, loop, client_max_size=max_body
         )
 
-    return _Server(make_handler(state), request_factory=make_request)
+    return _Server(
+        state, request_factory=make_request, keepalive_timeout=state.config.keepalive_timeout
+    )

@@ -168,6 +168,20 @@ class Config:
     read_timeout: float = setting(
         10.0, "seconds a client gets to send a request body (then 408)", bound="positive"
     )
+    header_timeout: float = setting(
+        10.0,
+        "seconds a client gets to send a request's headers once it has begun (then the "
+        "connection is closed)",
+        bound="positive",
+    )
+    keepalive_timeout: float = setting(
+        75.0, "seconds an idle keep-alive connection stays open", bound="positive"
+    )
+    max_connections: int = setting(
+        10_000,
+        "open connections per worker; past it a new connection gets 503 and is closed",
+        bound="positive",
+    )
     log_level: LogLevel = setting("info", "log level")
     log_format: LogFormat = setting("json", "structlog JSON lines on stdout, or a console view")
     access_log: bool = setting(True, "log one line per request")

@@ -107,11 +107,16 @@ class StoreTimeout(HTTPError):
 
 
 class Overloaded(HTTPError):
-    """Shed load instead of queueing without bound (503 + Retry-After)."""
+    """Shed load instead of queueing without bound (503 + Retry-After). `reason` is the
+    limit that shed it, a label of mab_shed_total."""
 
     status = 503
     code = "overloaded"
     retry_after = 1
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class NotReady(HTTPError):

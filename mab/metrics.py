@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import time
 from bisect import bisect_left
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mab.feedback import Applied
+    from mab.store.base import FeatureStore
 
 _ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -50,7 +52,7 @@ class Metrics:
     """
 
     def __init__(self) -> None:
-        from prometheus_client import Counter, Histogram
+        from prometheus_client import Counter, Gauge, Histogram
 
         self._requests_total = Counter("mab_requests", "HTTP requests served", ["path", "status"])
         self._latency = Histogram(
@@ -58,7 +60,17 @@ class Metrics:
         )
         self._predictions_total = Counter("mab_predictions", "Items scored")
         self._unknown_total = Counter("mab_unknown_items", "Items not in the feature store")
-        self._shed_total = Counter("mab_shed", "Requests refused with 503 because of overload")
+        self._shed_total = Counter(
+            "mab_shed", "Requests or connections refused with 503 because of overload", ["reason"]
+        )
+        self._open = Gauge(
+            "mab_open_connections", "Open client connections", multiprocess_mode="livesum"
+        )
+        self._header_timeouts_total = Counter(
+            "mab_header_timeouts",
+            "Connections closed: a request's headers took over --header-timeout",
+        )
+        self.connections = 0  # open now, kept by the server (mab/app.py)
         # The histogram's own bucket values (prometheus_client keeps them per bucket,
         # not cumulative), so a flush adds a count per bucket instead of replaying
         # every observation.
@@ -73,7 +85,8 @@ class Metrics:
         self._latency_sum = 0.0
         self._predictions = 0
         self._unknown = 0
-        self._shed = 0
+        self._shed: dict[str, int] = {}
+        self._header_timeouts = 0
 
     def request(self, path: str, status: int) -> None:
         key = (path, status)
@@ -85,8 +98,11 @@ class Metrics:
         self._predictions += items
         self._unknown += unknown
 
-    def shed(self) -> None:
-        self._shed += 1
+    def header_timeout(self) -> None:
+        self._header_timeouts += 1
+
+    def shed(self, reason: str) -> None:
+        self._shed[reason] = self._shed.get(reason, 0) + 1
 
     def flush(self) -> None:
         for (path, status), count in self._requests.items():
@@ -99,10 +115,13 @@ class Metrics:
         for total, count in (
             (self._predictions_total, self._predictions),
             (self._unknown_total, self._unknown),
-            (self._shed_total, self._shed),
+            (self._header_timeouts_total, self._header_timeouts),
         ):
             if count:
                 total.inc(count)
+        for reason, count in self._shed.items():
+            self._shed_total.labels(reason).inc(count)
+        self._open.set(self.connections)
         self._reset()
 
     async def flush_every(self, seconds: float = FLUSH_S) -> None:
@@ -126,6 +145,33 @@ def worker_restarts() -> Any:
     from prometheus_client import Counter
 
     return Counter("mab_worker_restarts", "Workers that died and were replaced")
+
+
+class CatalogMetrics:
+    """The supervisor's view of what the workers serve: the catalog's size, when it
+    was loaded (its age is time() minus that), and reloads by outcome."""
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Gauge
+
+        self._arms = Gauge(
+            "mab_catalog_arms", "Arms in the catalog being served", multiprocess_mode="mostrecent"
+        )
+        self._loaded = Gauge(
+            "mab_catalog_loaded_timestamp_seconds",
+            "When the catalog being served was loaded (Unix time)",
+            multiprocess_mode="mostrecent",
+        )
+        self._reloads = Counter("mab_catalog_reloads", "SIGHUP reloads", ["outcome"])
+        for outcome in ("loaded", "unchanged", "rejected"):
+            self._reloads.labels(outcome)
+
+    def loaded(self, store: FeatureStore) -> None:
+        self._arms.set(int(store.health().detail.get("arms", 0)))
+        self._loaded.set(time.time())
+
+    def reload(self, outcome: str) -> None:
+        self._reloads.labels(outcome).inc()
 
 
 FSYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)

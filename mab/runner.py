@@ -87,7 +87,9 @@ class ActorRunner:
 
     async def _on_actor(self, job: Job[T], args: tuple[Any, ...]) -> T:
         if self._pending >= self._max_queue:
-            raise Overloaded(f"{self._pending} requests wait for a sampler thread, retry later")
+            raise Overloaded(
+                f"{self._pending} requests wait for a sampler thread, retry later", "queue"
+            )
         assert self._loop is not None, "start() first"
         future: asyncio.Future[T] = self._loop.create_future()
         self._pending += 1

@@ -2,7 +2,9 @@
 
 The parent loads the catalog once and forks, so the workers share it copy-on-write.
 It handles only signals: SIGCHLD replaces a dead worker (with a back-off if workers
-die right after they start), SIGTERM / SIGINT stop the workers gracefully.
+die right after they start), SIGTERM / SIGINT stop the workers gracefully, SIGHUP
+reloads the catalog: the parent loads and validates the new one, forks a new set of
+workers on it, and retires the old set, which finish what they have in flight.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ import structlog
 
 from mab import log, metrics
 from mab.config import Config
+from mab.errors import StartupError
 from mab.listener import bind_sockets
 from mab.store import FeatureStore, build_store
+from mab.worker import RETIRE
 
-_SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
+_SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
 _FAST_DEATH_S = 1.0  # a worker dying sooner than this after its start is crash-looping
 _KILL_GRACE_S = 5.0  # after the graceful timeout, how long before SIGKILL
 
@@ -47,6 +52,9 @@ class Supervisor:
         self.slots = [_Slot(i) for i in range(config.workers)]
         self.log: Any = structlog.get_logger("mab.supervisor")
         self.restarts = metrics.worker_restarts()
+        self.catalog = metrics.CatalogMetrics()
+        self.catalog.loaded(store)
+        self.retiring: set[int] = set()  # workers of an older store, finishing
 
     def _spawn(self, slot: _Slot) -> None:
         parent = os.getpid()
@@ -80,6 +88,10 @@ class Supervisor:
             if pid == 0:
                 return
             metrics.mark_process_dead(pid)
+            if pid in self.retiring:
+                self.retiring.discard(pid)
+                self.log.info("retired worker exited", pid=pid)
+                continue
             slot = next((s for s in self.slots if s.pid == pid), None)
             if slot is None:
                 continue
@@ -119,28 +131,60 @@ class Supervisor:
             if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT):
                 self.log.info("stopping", signal=signal.Signals(info.si_signo).name)
                 break
+            if info is not None and info.si_signo == signal.SIGHUP:
+                self._reload()
             self._reap()
             self._respawn_due()
             self.store.maintain()  # compaction, when due
         return self._stop()
 
+    def _reload(self) -> None:
+        """SIGHUP: a new store from the changed catalog, a new set of workers on it,
+        and the old set retired. A catalog that fails to load changes nothing."""
+        started = time.perf_counter()
+        try:
+            store = self.store.reloaded(self.config)
+        except StartupError as exc:
+            self.catalog.reload("rejected")
+            self.log.error("reload rejected: the old catalog keeps serving", error=str(exc))
+            return
+        if store is None:
+            self.catalog.reload("unchanged")
+            self.log.info("reload: the catalog is unchanged, nothing to do")
+            return
+        old = [slot.pid for slot in self.slots if slot.pid]
+        self.store = store
+        for slot in self.slots:  # the new set first: the sockets never lack an acceptor
+            if slot.pid:
+                self._spawn(slot)
+        for pid in old:
+            os.kill(pid, RETIRE)
+        self.retiring.update(old)
+        self.catalog.loaded(store)
+        self.catalog.reload("loaded")
+        self.log.info(
+            "catalog reloaded",
+            store=store.name,
+            load_s=round(time.perf_counter() - started, 3),
+            workers=[slot.pid for slot in self.slots],
+            retiring=old,
+            **store.health().detail,
+        )
+
     def _stop(self) -> int:
         for sock in self.sockets:  # the workers hold their own copies until they stop accepting
             sock.close()
-        for slot in self.slots:
-            if slot.pid:
-                os.kill(slot.pid, signal.SIGTERM)
+        running = {slot.pid for slot in self.slots if slot.pid} | self.retiring
+        for pid in running:
+            os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + self.config.graceful_timeout + _KILL_GRACE_S
-        while any(s.pid for s in self.slots) and time.monotonic() < deadline:
+        while running and time.monotonic() < deadline:
             signal.sigtimedwait({signal.SIGCHLD}, 0.1)
-            for slot in self.slots:
-                if slot.pid and os.waitpid(slot.pid, os.WNOHANG)[0] == slot.pid:
-                    slot.pid = 0
-        for slot in self.slots:
-            if slot.pid:
-                self.log.warning("worker killed after graceful timeout", pid=slot.pid)
-                os.kill(slot.pid, signal.SIGKILL)
-                os.waitpid(slot.pid, 0)
+            running = {pid for pid in running if os.waitpid(pid, os.WNOHANG)[0] != pid}
+        for pid in running:
+            self.log.warning("worker killed after graceful timeout", pid=pid)
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
         self.store.stopped()  # no writer is left: the last compaction
         self.log.info("stopped")
         return 0
@@ -173,9 +217,6 @@ def _serve(config: Config, logger: Any) -> int:
     )
     sockets = bind_sockets(config.host, config.port, config.workers)
     host, port = sockets[0].getsockname()[:2]
-    # Import the worker's modules before forking so every worker starts at once.
-    import mab.worker  # noqa: F401
-
     logger.info(
         "listening",
         host=host,

@@ -21,6 +21,11 @@ from mab.listener import accept_new_connections, refuse_new_connections
 from mab.store.base import FeatureStore
 
 _PR_SET_PDEATHSIG = 1
+# Sent by the supervisor to the old set of workers after a reload: finish like
+# SIGTERM, but leave the listening socket as it is. The new worker of the slot
+# accepts on the very same socket, and SIGTERM's way of stopping (a filter that
+# drops new SYNs) would shut it out too.
+RETIRE = signal.SIGUSR1
 _ACCEPT_DRAIN_S = 0.2  # accepting what is queued or mid-handshake before closing
 
 
@@ -46,9 +51,11 @@ def _let_aiohttp_use_writelines(loop: asyncio.AbstractEventLoop) -> None:
 async def _serve(config: Config, sock: socket.socket, store: FeatureStore, slot: int) -> None:
     logger = structlog.get_logger("mab.worker")
     stop = asyncio.Event()
+    handover = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(RETIRE, lambda: (handover.set(), stop.set()))
     _let_aiohttp_use_writelines(loop)
     state = WorkerState(config, store)
     await state.start()  # the store client, the sampler actors, the metrics flush
@@ -66,12 +73,13 @@ async def _serve(config: Config, sock: socket.socket, store: FeatureStore, slot:
     samplers = getattr(state.runner, "threads", 0)
     logger.info("worker started", worker=slot, pid=os.getpid(), sampler_threads=samplers)
     await stop.wait()
-    logger.info("worker stopping", worker=slot, pid=os.getpid())
+    logger.info("worker stopping", worker=slot, pid=os.getpid(), retired=handover.is_set())
     state.draining = True
-    # Closing a listener resets the connections in its accept queue (see
-    # mab.listener): drop new SYNs first, accept what is queued, then close.
-    refuse_new_connections(sock)
-    await asyncio.sleep(_ACCEPT_DRAIN_S)
+    if not handover.is_set():
+        # Closing a listener resets the connections in its accept queue (see
+        # mab.listener): drop new SYNs first, accept what is queued, then close.
+        refuse_new_connections(sock)
+        await asyncio.sleep(_ACCEPT_DRAIN_S)
     # Stop accepting, let in-flight requests finish within the graceful timeout,
     # cancel what is left, then stop the samplers and the store client.
     if detector is not None:

@@ -242,7 +242,7 @@ def test_requests_over_the_inflight_limit_are_shed() -> None:
             assert held.recv(65536).startswith(b"HTTP/1.1 200 ")
         assert server.predict({"items": ITEMS[:10]}).status == 200
         metrics = server.request("GET", "/metrics").body.decode()
-        assert "mab_shed_total 1.0" in metrics
+        assert 'mab_shed_total{reason="inflight"} 1.0' in metrics
 
 
 def test_a_stalled_body_times_out_with_408() -> None:

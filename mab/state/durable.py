@@ -81,8 +81,13 @@ def catalog_fingerprint(catalog: Catalog) -> str:
     """What identifies the batch computation a state was learned on top of."""
     if catalog.source == "demo":
         return f"demo:{len(catalog)}"
-    stat = os.stat(catalog.source)
-    return f"{os.path.abspath(catalog.source)}:{stat.st_size}:{stat.st_mtime_ns}"
+    return file_fingerprint(catalog.source)
+
+
+def file_fingerprint(path: str) -> str:
+    """A catalog file as it is now: a new batch computation changes its size or mtime."""
+    stat = os.stat(path)
+    return f"{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def table_of(catalog: Catalog, learning: LearningConfig, now: float) -> ArmTable:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 RECORD_MARK = b"\xa5MBR"
 NO_EVENT_ID = 0xFFFF
@@ -38,8 +39,7 @@ _EVENT = struct.Struct("<ddHH")
 FRAME_SIZE = _FRAME.size
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):  # a NamedTuple: half the cost of a frozen dataclass to build
     arm: str
     successes: float
     failures: float

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
+    from mab.config import Config
     from mab.feedback import Applied
     from mab.predict import Score
     from mab.runner import Runner
@@ -73,6 +74,12 @@ class FeatureStore(Protocol):
 
     def maintain(self) -> None:
         """Periodic upkeep in the parent (compaction)."""
+        ...
+
+    def reloaded(self, config: Config) -> FeatureStore | None:
+        """On SIGHUP, in the parent: a new store built from a changed source, loaded
+        and validated whole (a bad source raises StartupError and changes nothing), or
+        None when there is nothing new to load."""
         ...
 
     def stopped(self) -> None:

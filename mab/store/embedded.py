@@ -3,6 +3,7 @@ updates, kept durable in --state-dir (mab/state/)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,14 @@ from mab.clock import clock
 from mab.config import Config
 from mab.feedback import Applied, Learner
 from mab.state.commit import FlushHook
-from mab.state.durable import JournalLog, NoLog, open_state, worker_log
+from mab.state.durable import (
+    JournalLog,
+    NoLog,
+    catalog_fingerprint,
+    file_fingerprint,
+    open_state,
+    worker_log,
+)
 from mab.state.table import ArmCounts
 from mab.store.base import StoreHealth
 
@@ -28,6 +36,7 @@ class EmbeddedStore:
         self._learning = config.learning
         self._now = clock()
         self.catalog = load_catalog(config)
+        self.loaded_at = time.time()
         # Built here, in the parent: the workers share the table (it is shared memory).
         self.table, self.durable = open_state(self.catalog, config.learning, self._now())
         self._log: NoLog | JournalLog = NoLog()
@@ -61,6 +70,18 @@ class EmbeddedStore:
     def maintain(self) -> None:
         if self.durable is not None:
             self.durable.maybe_compact(self._learning.snapshot_every)
+
+    def reloaded(self, config: Config) -> EmbeddedStore | None:
+        """A new store when the catalog file changed (size or mtime), else None. Its
+        counts supersede what was learned: with --state-dir, the learned state is set
+        aside and the journal starts again from the new catalog (mab/state/durable.py)."""
+        if self.catalog.source == "demo":
+            return None  # generated, nothing to read again
+        try:
+            unchanged = catalog_fingerprint(self.catalog) == file_fingerprint(self.catalog.source)
+        except OSError:
+            unchanged = False  # gone or unreadable: loading it says why, naming the file
+        return None if unchanged else EmbeddedStore(config)
 
     def stopped(self) -> None:
         if self.durable is not None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mab.config import VertexConfig
+from mab.config import Config, VertexConfig
 from mab.errors import HTTPError, NotSupported, StartupError, StoreTimeout
 from mab.store.base import Features, StoreHealth
 from mab.store.cache import Counts, build_cache
@@ -118,6 +118,9 @@ class VertexStore:
 
     def maintain(self) -> None:
         pass
+
+    def reloaded(self, config: Config) -> None:
+        return None  # the counts live in Vertex: nothing here to load again
 
     def stopped(self) -> None:
         pass

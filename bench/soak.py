@@ -63,10 +63,11 @@ def main() -> int:
     samples: list[tuple[float, int, int]] = []
     totals = {"requests": 0, "errors": 0}
     with tempfile.TemporaryDirectory() as state:
-        cmd = shlex.split(args.cmd) + [
-            "--port", str(port), "--catalog", str(data / "arms.csv"), "--state-dir", state,
-            "--no-access-log",
-        ]  # fmt: skip
+        cmd = [
+            *shlex.split(args.cmd),
+            *("--port", str(port), "--catalog", str(data / "arms.csv")),
+            *("--state-dir", state, "--no-access-log"),
+        ]
         proc = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
@@ -102,9 +103,9 @@ def main() -> int:
             remaining = args.minutes * 60
             while remaining > 0:
                 seconds = int(min(60, remaining))
+                lua = str(HERE / "feedback_mix.lua")
                 out = subprocess.run(
-                    ["wrk", "-t1", f"-c{args.conns}", f"-d{seconds}s"]
-                    + ["-s", str(HERE / "feedback_mix.lua"), f"{url}/predict"],
+                    ["wrk", "-t1", f"-c{args.conns}", f"-d{seconds}s", "-s", lua, f"{url}/predict"],
                     capture_output=True,
                     text=True,
                     env=env,

@@ -80,9 +80,7 @@ def main() -> int:
             print(f"{size:>5} {name:<9}{cells}{sum(times):>8.1f}")
         request = parse_request(body, 10_000)
         pipeline = per_call_us(
-            lambda r=request: scorer.score_table(
-                table, r.items.buffer, r.items.spans, r.k, None
-            ),
+            lambda r=request: scorer.score_table(table, r.items.buffer, r.items.spans, r.k, None),
             calls,
             args.repeat,
         )

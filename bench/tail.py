@@ -89,8 +89,10 @@ def report(out: Path, start: float) -> None:
     by_worker = {p.stem: [tuple(r) for r in json.loads(p.read_text())] for p in out.glob("*.json")}
     server, client = [], []
     unsent = 0
-    print(f"{'worker':>8}{'conns':>7}{'req/s':>8}{'mean ms':>9}{'p99 ms':>8}"
-          f"   req/s per {WINDOW_S:g} s window: min-max")
+    print(
+        f"{'worker':>8}{'conns':>7}{'req/s':>8}{'mean ms':>9}{'p99 ms':>8}"
+        f"   req/s per {WINDOW_S:g} s window: min-max"
+    )
     for pid, records in sorted(by_worker.items()):
         conns: dict[int, list[Record]] = defaultdict(list)
         for record in records:

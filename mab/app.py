@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import resources
 from itertools import count
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import structlog
@@ -382,8 +382,7 @@ class _Connection(RequestHandler):
         metrics = self._server.state.metrics
         if metrics.connections >= self._server.state.config.max_connections:
             metrics.shed("connections")
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(_TOO_MANY_CONNECTIONS)
+            cast(asyncio.Transport, transport).write(_TOO_MANY_CONNECTIONS)
             self.force_close()
             return
         metrics.connections += 1

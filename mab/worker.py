@@ -55,7 +55,12 @@ async def _serve(config: Config, sock: socket.socket, store: FeatureStore, slot:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(RETIRE, lambda: (handover.set(), stop.set()))
+
+    def retire() -> None:
+        handover.set()
+        stop.set()
+
+    loop.add_signal_handler(RETIRE, retire)
     _let_aiohttp_use_writelines(loop)
     state = WorkerState(config, store)
     await state.start()  # the store client, the sampler actors, the metrics flush

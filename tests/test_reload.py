@@ -124,7 +124,9 @@ def test_sighup_with_a_changed_catalog_fails_no_request(tmp_path: Path) -> None:
         metrics = server.request("GET", "/metrics").body.decode()
         assert 'mab_catalog_reloads_total{outcome="loaded"} 1.0' in metrics
         assert f"mab_catalog_arms {ARMS}.0" in metrics
-        assert "worker exited" not in server.output()  # retired, not crashed
+        events = [e["event"] for e in server.log_events()]
+        assert "worker exited" not in events  # retired, not crashed
+        assert events.count("retired worker exited") == 2
 
 
 @pytest.mark.parametrize(

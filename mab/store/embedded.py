@@ -3,7 +3,6 @@ updates, kept durable in --state-dir (mab/state/)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -15,7 +14,6 @@ from mab.state.commit import FlushHook
 from mab.state.durable import (
     JournalLog,
     NoLog,
-    catalog_fingerprint,
     file_fingerprint,
     open_state,
     worker_log,
@@ -35,8 +33,8 @@ class EmbeddedStore:
     def __init__(self, config: Config) -> None:
         self._learning = config.learning
         self._now = clock()
-        self.catalog = load_catalog(config)
-        self.loaded_at = time.time()
+        self._source = _fingerprint(config)  # before the file is read: a change while
+        self.catalog = load_catalog(config)  # it loads shows at the next reload
         # Built here, in the parent: the workers share the table (it is shared memory).
         self.table, self.durable = open_state(self.catalog, config.learning, self._now())
         self._log: NoLog | JournalLog = NoLog()
@@ -75,12 +73,9 @@ class EmbeddedStore:
         """A new store when the catalog file changed (size or mtime), else None. Its
         counts supersede what was learned: with --state-dir, the learned state is set
         aside and the journal starts again from the new catalog (mab/state/durable.py)."""
-        if self.catalog.source == "demo":
+        if config.catalog is None:
             return None  # generated, nothing to read again
-        try:
-            unchanged = catalog_fingerprint(self.catalog) == file_fingerprint(self.catalog.source)
-        except OSError:
-            unchanged = False  # gone or unreadable: loading it says why, naming the file
+        unchanged = self._source is not None and self._source == _fingerprint(config)
         return None if unchanged else EmbeddedStore(config)
 
     def stopped(self) -> None:
@@ -89,3 +84,12 @@ class EmbeddedStore:
 
     def health(self) -> StoreHealth:
         return StoreHealth(ok=True, detail={"arms": len(self.table)})
+
+
+def _fingerprint(config: Config) -> str | None:
+    """The catalog file as it is now; None if it cannot be read (loading it says why,
+    naming the file)."""
+    try:
+        return None if config.catalog is None else file_fingerprint(str(config.catalog))
+    except OSError:
+        return None

@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -173,15 +174,25 @@ def test_sighup_with_the_same_catalog_changes_nothing(tmp_path: Path) -> None:
         assert _counts(server, "arm_5") == (2, 1000)
 
 
+def _exited(process: psutil.Process) -> bool:
+    """Gone, or a zombie: it has exited and holds nothing, and waits for init to reap
+    it (after its parent's death it is init's child, and reaping is init's pace)."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def test_kill_9_of_the_parent_takes_every_worker_down() -> None:
-    """No worker outlives a parent killed outright: none keeps the port."""
+    """No worker outlives a parent killed outright, and the port is free again."""
     with run_server() as server:
         workers = [psutil.Process(pid) for pid in server.workers()]
         assert len(workers) == 2
         os.kill(server.proc.pid, signal.SIGKILL)
-        server.proc.wait(10)
         killed = time.monotonic()
-        _, alive = psutil.wait_procs(workers, timeout=10)
+        server.proc.wait(10)
+        eventually_sync(lambda: all(_exited(w) for w in workers))
         took = time.monotonic() - killed
-        assert alive == [], f"workers still running: {alive}"
-        print(f"workers gone {took:.3f} s after the parent")  # RESULTS records the figure
+        with socket.socket() as probe:  # no worker holds the port any more
+            probe.bind((HOST, server.port))
+        print(f"workers exited {took:.3f} s after the parent")  # RESULTS records the figure

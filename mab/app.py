@@ -187,7 +187,9 @@ async def _predict(state: WorkerState, request: web.BaseRequest) -> web.Response
     finally:
         state.inflight -= 1
     request[_PREDICTION] = prediction
-    state.metrics.prediction(time.perf_counter() - started, prediction.items, prediction.unknown)
+    state.metrics.prediction(
+        time.perf_counter() - started, prediction.items, prediction.unknown, prediction.queue_s
+    )
     return web.Response(body=prediction.body, content_type="application/json")
 
 

@@ -150,6 +150,11 @@ class Config:
     max_inflight: int = setting(
         1024, "requests in progress per worker before new ones get 503", bound="positive"
     )
+    max_wait: float = setting(
+        1.0,
+        "seconds a /predict may wait for the CPU (the inline lane); then it gets 503",
+        bound="positive",
+    )
     store: StoreName = setting("embedded", "where the counts come from")
     catalog: Path | None = setting(
         None,

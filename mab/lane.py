@@ -11,10 +11,13 @@ order they asked (bench/RESULTS.md, section 0b, has the tail it cut).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from mab.errors import Overloaded
 
 T = TypeVar("T")
 
@@ -24,10 +27,16 @@ TURN_BUDGET_S = 0.001
 
 
 class _Job:
-    __slots__ = ("args", "fn", "future")
+    __slots__ = ("args", "fn", "future", "queued")
 
-    def __init__(self, future: asyncio.Future[Any], fn: Callable[..., Any], args: tuple[Any, ...]):
-        self.future, self.fn, self.args = future, fn, args
+    def __init__(
+        self,
+        future: asyncio.Future[Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        queued: float,
+    ):
+        self.future, self.fn, self.args, self.queued = future, fn, args, queued
 
 
 class InlineLane:
@@ -35,13 +44,20 @@ class InlineLane:
     most about `budget_s` of such work per loop turn. One lane per event loop."""
 
     def __init__(
-        self, budget_s: float = TURN_BUDGET_S, clock: Callable[[], float] = time.perf_counter
+        self,
+        budget_s: float = TURN_BUDGET_S,
+        clock: Callable[[], float] = time.perf_counter,
+        max_wait: float = math.inf,
     ) -> None:
         self._budget = budget_s
         self._jobs: deque[_Job] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._spent: float | None = None  # work done this turn; None: none yet
         self._clock = clock
+        # A job that has waited this long is answered Overloaded instead of run: a
+        # bound on the queue in time, whatever the connections (--max-wait).
+        self._max_wait = max_wait
+        self.shed = 0  # jobs answered Overloaded for their wait
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` now if this turn has room and nothing waits, else in a later
@@ -53,7 +69,7 @@ class InlineLane:
         if not self._jobs and (self._spent is None or self._spent < self._budget):
             return self._run_now(fn, args)
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.append(_Job(future, fn, args))
+        self._jobs.append(_Job(future, fn, args, self._clock()))
         return await future
 
     @property
@@ -77,6 +93,10 @@ class InlineLane:
         run the oldest waiting jobs within the budget."""
         self._spent = None
         jobs = self._jobs
+        if jobs and self._clock() - jobs[0].queued >= self._max_wait:
+            now = self._clock()
+            while jobs and now - jobs[0].queued >= self._max_wait:
+                self._shed(jobs.popleft(), now)
         while jobs and (self._spent is None or self._spent < self._budget):
             job = jobs.popleft()
             if job.future.cancelled():  # its request went away while it waited
@@ -87,3 +107,13 @@ class InlineLane:
                 job.future.set_exception(exc)
             else:
                 job.future.set_result(result)
+
+    def _shed(self, job: _Job, now: float) -> None:
+        if not job.future.cancelled():
+            waited = now - job.queued
+            job.future.set_exception(
+                Overloaded(
+                    f"waited {waited:.3f} s for the CPU, over the limit; retry later", "delay"
+                )
+            )
+            self.shed += 1

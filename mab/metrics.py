@@ -25,6 +25,7 @@ _ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 FLUSH_S = 1.0
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+QUEUE_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 def use_directory(path: Path) -> None:
@@ -39,6 +40,33 @@ def mark_process_dead(pid: int) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+class _Buffered:
+    """A histogram whose observations are counted per bucket in plain numbers and
+    added to the shared values at flush: one mmap write per bucket, not per
+    observation. prometheus_client keeps a histogram's values per bucket, not
+    cumulative, so the counts add as they are."""
+
+    def __init__(self, histogram: Any, buckets: tuple[float, ...]) -> None:
+        self._values: list[Any] = list(histogram._buckets)
+        self._sum_value: Any = histogram._sum
+        self._bounds = (*buckets, math.inf)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def flush(self) -> None:
+        for shared, count in zip(self._values, self._counts, strict=True):
+            if count:
+                shared.inc(count)
+        if self._sum:
+            self._sum_value.inc(self._sum)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
 
 
 class Metrics:
@@ -71,18 +99,19 @@ class Metrics:
             "Connections closed: a request's headers took over --header-timeout",
         )
         self.connections = 0  # open now, kept by the server (mab/app.py)
-        # The histogram's own bucket values (prometheus_client keeps them per bucket,
-        # not cumulative), so a flush adds a count per bucket instead of replaying
-        # every observation.
-        self._bucket_values: list[Any] = list(self._latency._buckets)
-        self._sum_value: Any = self._latency._sum
-        self._bounds = (*LATENCY_BUCKETS, math.inf)
+        self._latencies = _Buffered(self._latency, LATENCY_BUCKETS)
+        self._queue_delays = _Buffered(
+            Histogram(
+                "mab_queue_delay_seconds",
+                "Time a /predict waited for the CPU (the lane or a sampler thread)",
+                buckets=QUEUE_BUCKETS,
+            ),
+            QUEUE_BUCKETS,
+        )
         self._reset()
 
     def _reset(self) -> None:
         self._requests: dict[tuple[str, int], int] = {}
-        self._latency_counts = [0] * len(self._bounds)
-        self._latency_sum = 0.0
         self._predictions = 0
         self._unknown = 0
         self._shed: dict[str, int] = {}
@@ -92,9 +121,9 @@ class Metrics:
         key = (path, status)
         self._requests[key] = self._requests.get(key, 0) + 1
 
-    def prediction(self, seconds: float, items: int, unknown: int) -> None:
-        self._latency_counts[bisect_left(self._bounds, seconds)] += 1
-        self._latency_sum += seconds
+    def prediction(self, seconds: float, items: int, unknown: int, queued: float) -> None:
+        self._latencies.observe(seconds)
+        self._queue_delays.observe(queued)
         self._predictions += items
         self._unknown += unknown
 
@@ -107,11 +136,8 @@ class Metrics:
     def flush(self) -> None:
         for (path, status), count in self._requests.items():
             self._requests_total.labels(path, str(status)).inc(count)
-        for value, count in zip(self._bucket_values, self._latency_counts, strict=True):
-            if count:
-                value.inc(count)
-        if self._latency_sum:
-            self._sum_value.inc(self._latency_sum)
+        self._latencies.flush()
+        self._queue_delays.flush()
         for total, count in (
             (self._predictions_total, self._predictions),
             (self._unknown_total, self._unknown),
@@ -190,18 +216,18 @@ class FeedbackMetrics:
         )
         self._new_arms_total = Counter("mab_feedback_new_arms", "Arms added by feedback")
         self._arms_gauge = Gauge("mab_arms", "Arms in the live table", multiprocess_mode="max")
-        self._fsync = Histogram(
-            "mab_journal_fsync_seconds", "Group-commit fsyncs of the journal", buckets=FSYNC_BUCKETS
+        self._fsync = _Buffered(
+            Histogram(
+                "mab_journal_fsync_seconds",
+                "Group-commit fsyncs of the journal",
+                buckets=FSYNC_BUCKETS,
+            ),
+            FSYNC_BUCKETS,
         )
-        self._fsync_values: list[Any] = list(self._fsync._buckets)
-        self._fsync_sum: Any = self._fsync._sum
-        self._bounds = (*FSYNC_BUCKETS, math.inf)
         self._reset()
 
     def _reset(self) -> None:
         self._applied = self._duplicates = self._new_arms = 0
-        self._fsync_counts = [0] * len(self._bounds)
-        self._fsync_seconds = 0.0
 
     def applied(self, result: Applied) -> None:
         self._applied += result.applied
@@ -209,8 +235,7 @@ class FeedbackMetrics:
         self._new_arms += result.new_arms
 
     def fsynced(self, seconds: float, records: int) -> None:
-        self._fsync_counts[bisect_left(self._bounds, seconds)] += 1
-        self._fsync_seconds += seconds
+        self._fsync.observe(seconds)
 
     def flush(self) -> None:
         for total, count in (
@@ -220,10 +245,6 @@ class FeedbackMetrics:
         ):
             if count:
                 total.inc(count)
-        for value, count in zip(self._fsync_values, self._fsync_counts, strict=True):
-            if count:
-                value.inc(count)
-        if self._fsync_seconds:
-            self._fsync_sum.inc(self._fsync_seconds)
+        self._fsync.flush()
         self._arms_gauge.set(self._arms())
         self._reset()

@@ -42,7 +42,7 @@ class InlineRunner:
     """Every job on the event loop thread, through the lane."""
 
     def __init__(self, config: Config, clock: Callable[[], float] = time.perf_counter) -> None:
-        self._lane = InlineLane(clock=clock)
+        self._lane = InlineLane(clock=clock, max_wait=config.max_wait)
         self._scorer = Scorer(config.prior_alpha, config.prior_beta)
 
     def run(self, items: int, job: Job[T], *args: Any) -> Awaitable[T]:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from mab.errors import Overloaded
 from mab.lane import InlineLane
 
 
@@ -147,3 +148,31 @@ def test_a_lane_outlives_its_loop() -> None:
     first.run_until_complete(fill_the_last_turn())
     first.close()
     assert asyncio.run(asyncio.wait_for(lane.run(lambda: "ok"), 1.0)) == "ok"
+
+
+def test_jobs_that_waited_past_max_wait_are_shed() -> None:
+    """Jobs of 0.4 s with --max-wait 1 s (injected clock): the first runs at once and
+    the others queue behind it; those that start within 1 s of queueing run (waits
+    0, 0.4, 0.8 s), the two that would wait 1.2 s get Overloaded (reason delay),
+    are counted, and never run."""
+
+    async def main() -> tuple[list[int], list[object], int]:
+        lane = InlineLane(budget_s=0.001, clock=CLOCK, max_wait=1.0)
+        ran: list[int] = []
+
+        def job(i: int) -> int:
+            ran.append(i)
+            _busy(0.4)
+            return i
+
+        results = await asyncio.gather(
+            *(lane.run(job, i) for i in range(6)), return_exceptions=True
+        )
+        return ran, results, lane.shed
+
+    ran, results, shed = asyncio.run(main())
+    assert ran == [0, 1, 2, 3]
+    assert results[:4] == [0, 1, 2, 3]
+    for error in results[4:]:
+        assert isinstance(error, Overloaded) and error.reason == "delay", error
+    assert shed == 2

@@ -196,3 +196,27 @@ def test_kill_9_of_the_parent_takes_every_worker_down() -> None:
         with socket.socket() as probe:  # no worker holds the port any more
             probe.bind((HOST, server.port))
         print(f"workers exited {took:.3f} s after the parent")  # RESULTS records the figure
+
+
+def test_a_reload_with_state_dir_supersedes_the_learned_counts(tmp_path: Path) -> None:
+    """With --state-dir: the new catalog's counts replace what was learned, the old
+    state is kept aside, and feedback after the reload is durable across a restart."""
+    catalog, state = tmp_path / "arms.csv", tmp_path / "state"
+    _write_catalog(catalog, 1, 1000)
+    args = ("--catalog", str(catalog), "--state-dir", str(state))
+    with run_server(*args) as server:
+        before = {"events": [{"id": "arm_5", "reward": 1, "count": 10}]}
+        assert server.request("POST", "/feedback", before).status == 200
+        assert _counts(server, "arm_5") == (11, 1000)
+        _write_catalog(catalog, 500, 500)
+        server.proc.send_signal(signal.SIGHUP)
+        _wait_for_reload(server, "catalog reloaded")
+        eventually_sync(lambda: _counts(server, "arm_5") == (500, 500))
+        after = {"events": [{"id": "arm_5", "reward": 0, "count": 3}]}
+        # Until the old workers are gone a request may still reach one: wait for them.
+        eventually_sync(lambda: server.output().count('"retired worker exited"') == 2, timeout=20)
+        assert server.request("POST", "/feedback", after).status == 200
+        assert _counts(server, "arm_5") == (500, 503)
+    assert [p.name for p in state.iterdir() if p.name.startswith("superseded-")]
+    with run_server(*args) as again:  # a restart on the same catalog and state
+        assert _counts(again, "arm_5") == (500, 503)

@@ -307,6 +307,8 @@ def make_handler(state: WorkerState) -> Callable[[web.BaseRequest], Awaitable[we
             _log.exception("unhandled error", request_id=request_id, path=path)
             response = error_response(InternalError("internal server error"))
         response.headers["X-Request-ID"] = request_id
+        if state.draining:
+            response.force_close()  # Connection: close: the client will not reuse it
         # One label per route, not per arm id: /arms/{id} is one path.
         label = "other" if methods is None else "/arms/{id}" if route_path == ARMS_PREFIX else path
         metrics.request(label, response.status)

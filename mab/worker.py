@@ -27,6 +27,7 @@ _PR_SET_PDEATHSIG = 1
 # drops new SYNs) would shut it out too.
 RETIRE = signal.SIGUSR1
 _ACCEPT_DRAIN_S = 0.2  # accepting what is queued or mid-handshake before closing
+_KEEP_ALIVE_DRAIN_S = 1.0  # at most, for the clients to close their connections
 
 
 def _die_with_parent(parent: int) -> None:
@@ -48,7 +49,9 @@ def _let_aiohttp_use_writelines(loop: asyncio.AbstractEventLoop) -> None:
     http_writer.SKIP_WRITELINES = False
 
 
-async def _serve(config: Config, sock: socket.socket, store: FeatureStore, slot: int) -> None:
+async def _serve(
+    config: Config, sock: socket.socket, store: FeatureStore, slot: int, parent: int
+) -> None:
     logger = structlog.get_logger("mab.worker")
     stop = asyncio.Event()
     handover = asyncio.Event()
@@ -74,7 +77,8 @@ async def _serve(config: Config, sock: socket.socket, store: FeatureStore, slot:
     )
     await runner.setup()
     accept_new_connections(sock)
-    await web.SockSite(runner, sock, backlog=1024).start()
+    site = web.SockSite(runner, sock, backlog=1024)
+    await site.start()
     samplers = getattr(state.runner, "threads", 0)
     logger.info("worker started", worker=slot, pid=os.getpid(), sampler_threads=samplers)
     await stop.wait()
@@ -85,14 +89,31 @@ async def _serve(config: Config, sock: socket.socket, store: FeatureStore, slot:
         # mab.listener): drop new SYNs first, accept what is queued, then close.
         refuse_new_connections(sock)
         await asyncio.sleep(_ACCEPT_DRAIN_S)
-    # Stop accepting, let in-flight requests finish within the graceful timeout,
-    # cancel what is left, then stop the samplers and the store client.
+    await site.stop()  # no new connections
+    if os.getppid() == parent:  # an orphan (the parent was killed) stops at once
+        await _drain_keep_alive(runner, min(config.graceful_timeout, _KEEP_ALIVE_DRAIN_S))
+    # Let in-flight requests finish within the graceful timeout, cancel what is
+    # left, then stop the samplers and the store client.
     if detector is not None:
         detector.deactivate()  # stopping blocks on purpose: joins, flushes
     try:
         await runner.cleanup()
     finally:
         await state.close()
+
+
+async def _drain_keep_alive(runner: web.ServerRunner, seconds: float) -> None:
+    """Wait up to `seconds` for the clients to close their keep-alive connections.
+    While the worker drains, every answer says Connection: close (mab/app.py), so a
+    client closes after its next answer instead of writing a request into a
+    connection that the worker is about to close, which loses the request (wrk:
+    a read error). A connection left idle for the whole time is closed after."""
+    server = runner.server
+    deadline = asyncio.get_running_loop().time() + seconds
+    while server is not None and server.connections:
+        if asyncio.get_running_loop().time() >= deadline:
+            return
+        await asyncio.sleep(0.01)
 
 
 def run_worker(
@@ -102,7 +123,7 @@ def run_worker(
     _die_with_parent(parent)
     log.configure(config)
     try:
-        uvloop.run(_serve(config, sock, store, slot))
+        uvloop.run(_serve(config, sock, store, slot, parent))
     finally:
         log.flush()
     return 0

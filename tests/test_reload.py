@@ -111,6 +111,9 @@ def test_sighup_with_a_changed_catalog_fails_no_request(tmp_path: Path) -> None:
             eventually_sync(lambda: load.answered >= before + 50)
         assert load.errors == [], load.errors[:3]
         assert set(load.statuses) == {200}, load.statuses
+        # Draining workers answer with Connection: close, so no client wrote a request
+        # into a keep-alive connection as it was closed under it.
+        assert load.reconnects == 0, load.reconnects
         assert set(event["retiring"]) == old_workers  # type: ignore[arg-type]
         assert len(server.workers()) == 2 and not old_workers & set(server.workers())
         # Every worker serves the new counts: ask on new connections until both answered.

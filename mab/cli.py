@@ -89,6 +89,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
         raise StartupError("--store vertex-featurestore needs --vertex-entity-type")
     if config.store == "vertex-online" and not config.vertex.feature_view:
         raise StartupError("--store vertex-online needs --vertex-feature-view")
+    if config.store == "redis" and not config.redis.url:
+        raise StartupError("--store redis needs --redis-url")
+    if config.store == "redis" and config.catalog is not None:
+        raise StartupError(
+            "--store redis takes its arms from Redis: load a catalog with `mab load-catalog`"
+        )
     return config
 
 

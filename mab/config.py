@@ -14,7 +14,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
 
-StoreName = Literal["embedded", "vertex-featurestore", "vertex-online"]
+StoreName = Literal["embedded", "vertex-featurestore", "vertex-online", "redis"]
 LogFormat = Literal["json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -122,6 +122,49 @@ class LearningConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisConfig:
+    """The redis store: the shared arm state in Redis (or a Redis Cluster), mirrored
+    into each replica's live arm table (mab/store/redis.py, mab/state/mirror.py)."""
+
+    url: str | None = setting(
+        None,
+        "redis://HOST:PORT/DB or rediss://... of the shared arm state (--store redis)",
+        flag="--redis-url",
+        metavar="URL",
+    )
+    prefix: str = setting(
+        "mab", "key prefix: independent bandits can share one Redis", flag="--redis-prefix"
+    )
+    cluster: bool = setting(
+        False, "the URL names a node of a Redis Cluster", flag="--redis-cluster"
+    )
+    timeout: float = setting(
+        0.08,
+        "seconds a /feedback may wait for Redis before it answers 503",
+        flag="--redis-timeout",
+        bound="positive",
+    )
+    stream_maxlen: int = setting(
+        100_000,
+        "entries each bucket's change stream keeps (about); a mirror further behind reloads",
+        flag="--redis-stream-maxlen",
+        bound="positive",
+    )
+    stale_after: float = setting(
+        3.0,
+        "seconds without news from Redis before /health reports degraded",
+        flag="--redis-stale-after",
+        bound="positive",
+    )
+    degraded_status: int = setting(
+        200,
+        "/health status code while degraded (200 keeps the replica behind a load balancer)",
+        flag="--redis-degraded-status",
+        bound="positive",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """Everything `mab serve` is told: built once by `mab.cli`, passed down, never changed."""
 
@@ -185,6 +228,7 @@ class Config:
     vertex: VertexConfig = field(
         default_factory=VertexConfig, metadata={"group": "Vertex AI stores"}
     )
+    redis: RedisConfig = field(default_factory=RedisConfig, metadata={"group": "Redis store"})
 
 
 @dataclass(frozen=True, slots=True)

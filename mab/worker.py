@@ -50,7 +50,7 @@ async def _serve(config: Config, sock: socket.socket, store: FeatureStore, slot:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     _let_aiohttp_use_writelines(loop)
-    state = WorkerState(config, store)
+    state = WorkerState(config, store, slot)
     await state.start()  # the store client, the sampler actors, the metrics flush
     gc.freeze()  # and what the worker set up: its clients live until it exits
     detector = detect_blocking()  # off unless MAB_DETECT_BLOCKING=1 (the tests)

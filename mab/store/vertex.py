@@ -93,7 +93,7 @@ class VertexStore:
         self._failures = 0  # consecutive failed fetches
         self._last_error = ""
 
-    async def start(self) -> None:
+    async def start(self, worker: int = 0) -> None:
         await self._reader.open()
 
     async def close(self) -> None:

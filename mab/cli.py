@@ -109,6 +109,16 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         description="Every setting of `mab serve`: flag, environment variable, default "
         "and meaning, as the README's configuration table.",
     )
+    from mab import load_catalog
+
+    bulk = sub.add_parser(
+        "load-catalog",
+        help="bulk-load a CSV catalog into the redis store",
+        description="Set the arms of a CSV catalog (arm_id,successes,failures) in the Redis "
+        "that `mab serve --store redis` shares, with a progress line; running replicas "
+        "see the new counts through their mirrors.",
+    )
+    load_catalog.add_arguments(bulk)
     from mab import fake_vertex  # light: imports the Vertex client only when run
 
     fake = sub.add_parser(
@@ -131,6 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "settings":
             print(markdown_table(), end="")
             return 0
+        if args.command == "load-catalog":
+            from mab import load_catalog
+
+            return load_catalog.run(args)
         from mab import fake_vertex
 
         return fake_vertex.run(args)

@@ -10,6 +10,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -349,3 +351,54 @@ def test_buckets_spread_ids(redis: RedisServer) -> None:
     finally:
         client.close()
     assert sum(sizes) == 200 and min(sizes) > 0
+
+
+def load_catalog(server: RedisServer, path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "mab", "load-catalog", "--redis-url", server.url, *args, str(path)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def test_load_catalog_bulk_loads_into_running_and_new_replicas(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    """`mab load-catalog` sets 20,000 arms with a progress line; a replica already
+    running sees them through its mirror, one started later loads them."""
+    path = tmp_path / "arms.csv"
+    rows = [f"arm-{i:05d},{i % 7},{i % 11}" for i in range(20_000)]
+    path.write_text("arm_id,successes,failures\n" + "\n".join(rows) + "\n")
+    with replica(redis) as a:
+        feedback(a, [{"id": "arm-00003", "reward": 1, "count": 100}])  # replaced by the load
+        done = load_catalog(redis, path)
+        assert done.returncode == 0, done.stderr
+        assert "loading arms: 20,000/20,000 (100%)" in done.stderr
+        assert "loaded 20,000 arms" in done.stdout
+        until(lambda: a.request("GET", "/health").json()["arms"] == 20_000)
+        for i in (0, 3, 12_345, 19_999):
+            assert counts(a, f"arm-{i:05d}") == (i % 7, i % 11)
+        feedback(a, [{"id": "arm-00003", "reward": 1}])
+        until(lambda: counts(a, "arm-00003") == (4.0, 3.0))
+    client = redis.client()
+    try:
+        sizes = [client.hlen(bucket_keys("mab", b).arms) for b in range(N_BUCKETS)]
+    finally:
+        client.close()
+    assert sum(sizes) == 20_000 and min(sizes) > 0
+    with replica(redis) as b:
+        assert b.request("GET", "/health").json()["arms"] == 20_000
+        assert counts(b, "arm-00003") == (4.0, 3.0)
+        assert counts(b, "arm-12345") == (12_345 % 7, 12_345 % 11)
+
+
+def test_load_catalog_refuses_a_bad_file(redis: RedisServer, tmp_path: Path) -> None:
+    """A malformed CSV stops the load with exit code 2, naming the line, before
+    anything is written."""
+    path = tmp_path / "bad.csv"
+    path.write_text("arm_id,successes,failures\na,1,2\nb,-1,2\n")
+    done = load_catalog(redis, path)
+    assert done.returncode == 2
+    assert "bad.csv:3: successes must be a finite count >= 0" in done.stderr
+    client = redis.client()
+    try:
+        assert client.hlen(bucket_keys("mab", bucket_of("a")).arms) == 0
+    finally:
+        client.close()

@@ -39,8 +39,10 @@ LAYOUT_VERSION = 1
 COUNTS = struct.Struct("<ddd")  # successes, failures, t
 VALUE_DOUBLES = 5  # per id of a stream entry: ds, df, s, f, t
 
-# The script that applies one bucket's events of a batch (dedupe, counts, stream).
+# The scripts: one applies a bucket's events of a /feedback batch (dedupe, counts,
+# stream); the other sets a bucket's arms to given counts (mab load-catalog).
 FEEDBACK_LUA = (resources.files("mab.store") / "redis_feedback.lua").read_text()
+SET_LUA = (resources.files("mab.store") / "redis_set.lua").read_text()
 
 
 def bucket_of(arm: str) -> int:

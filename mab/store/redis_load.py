@@ -24,22 +24,30 @@ _log = structlog.get_logger("mab.store.redis")
 _PROGRESS_S = 1.0
 
 
-def check_meta(client: SyncClient, prefix: str, half_life: float) -> None:
-    """Record how the keys of `prefix` are laid out, or check they match this server."""
+def ensure_layout(client: SyncClient, prefix: str, half_life: float | None) -> float:
+    """Record how the keys of `prefix` are laid out (and the half-life the counts decay
+    with) if they are new, or check they match this mab; returns the half-life."""
     key = meta_key(prefix)
-    wanted = {"version": LAYOUT_VERSION, "buckets": N_BUCKETS, "half_life": repr(half_life)}
-    for field, value in wanted.items():
-        client.hsetnx(key, field, value)
+    client.hsetnx(key, "version", LAYOUT_VERSION)
+    client.hsetnx(key, "buckets", N_BUCKETS)
+    if half_life is not None:
+        client.hsetnx(key, "half_life", repr(half_life))
     found = {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
     if int(found["version"]) != LAYOUT_VERSION or int(found["buckets"]) != N_BUCKETS:
         raise StartupError(
             f"redis prefix {prefix!r} holds layout version {found['version']} with "
             f"{found['buckets']} buckets; this mab uses {LAYOUT_VERSION} with {N_BUCKETS}"
         )
-    if float(found["half_life"]) != half_life:
+    return float(found.get("half_life", half_life or 0.0))
+
+
+def check_meta(client: SyncClient, prefix: str, half_life: float) -> None:
+    """The layout matches, and Redis' counts decay with this server's --half-life."""
+    stored = ensure_layout(client, prefix, half_life)
+    if stored != half_life:
         raise StartupError(
-            f"redis prefix {prefix!r} decays with --half-life {found['half_life']}; every "
-            f"replica must use the same (this one has {half_life:g})"
+            f"redis prefix {prefix!r} decays with --half-life {stored:g}; every replica "
+            f"must use the same (this one has {half_life:g})"
         )
 
 

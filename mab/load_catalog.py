@@ -121,7 +121,7 @@ def load(client: SyncClient, prefix: str, path: Path, maxlen: int) -> int:
 def run(args: argparse.Namespace) -> int:
     from mab.store.redis_client import UNAVAILABLE, sync_client
     from mab.store.redis_layout import N_BUCKETS
-    from mab.store.redis_load import ensure_layout
+    from mab.store.redis_load import check_mode, ensure_layout
 
     config = replace(
         RedisConfig(), url=args.redis_url, prefix=args.redis_prefix, cluster=args.redis_cluster
@@ -129,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     client = sync_client(config, socket_timeout=60.0)
     started = time.monotonic()
     try:
+        check_mode(client, config.cluster)
         ensure_layout(client, config.prefix, args.half_life)
         arms = load(client, config.prefix, args.file, config.stream_maxlen)
     except UNAVAILABLE as exc:

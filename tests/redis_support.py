@@ -129,6 +129,8 @@ def redis_cluster(directory: Path, masters: int = 3) -> Iterator[RedisCluster]:
             node.extra = (
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", str(directory / f"nodes-{node.port}.conf"),
+                # The bus port, else port + 10000: past 65535 for most free ports.
+                "--cluster-port", str(free_port()),
             )  # fmt: skip
             node.start()
             nodes.append(node)
@@ -150,7 +152,8 @@ def redis_cluster(directory: Path, masters: int = 3) -> Iterator[RedisCluster]:
         for node in nodes:
             client = node.client()
             for _ in range(1000):
-                if b"cluster_state:ok" in client.execute_command("CLUSTER INFO"):
+                info = client.execute_command("CLUSTER INFO")  # parsed by redis-py
+                if info.get("cluster_state") == "ok":
                     break
                 time.sleep(0.01)
             else:

@@ -41,6 +41,12 @@ def ensure_layout(client: SyncClient, prefix: str, half_life: float | None) -> f
     return float(found.get("half_life", half_life or 0.0))
 
 
+def check_mode(client: SyncClient, cluster: bool) -> None:
+    """A Cluster node needs --redis-cluster (a plain client would get MOVED errors)."""
+    if not cluster and client.info("cluster").get("cluster_enabled"):
+        raise StartupError("the redis URL names a Cluster node: add --redis-cluster")
+
+
 def check_meta(client: SyncClient, prefix: str, half_life: float) -> None:
     """The layout matches, and Redis' counts decay with this server's --half-life."""
     stored = ensure_layout(client, prefix, half_life)
@@ -94,6 +100,7 @@ def load_mirror(config: Config, state: MirrorState, now: float) -> ArmTable:
     client = sync_client(redis_config)
     started = time.perf_counter()
     try:
+        check_mode(client, redis_config.cluster)
         check_meta(client, redis_config.prefix, learning.half_life)
         heads = _heads(client, redis_config.prefix)
         found = _scan_all(client, redis_config.prefix)

@@ -91,6 +91,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         raise StartupError("--store vertex-online needs --vertex-feature-view")
     if config.store == "redis" and not config.redis.url:
         raise StartupError("--store redis needs --redis-url")
+    if config.store == "redis" and config.learning.state_dir is not None:
+        raise StartupError("--store redis keeps its state in Redis: drop --state-dir")
     if config.store == "redis" and config.catalog is not None:
         raise StartupError(
             "--store redis takes its arms from Redis: load a catalog with `mab load-catalog`"

@@ -402,3 +402,80 @@ def test_load_catalog_refuses_a_bad_file(redis: RedisServer, tmp_path: Path) -> 
         assert client.hlen(bucket_keys("mab", bucket_of("a")).arms) == 0
     finally:
         client.close()
+
+
+def test_event_ids_past_the_dedupe_capacity_are_forgotten_oldest_first(
+    redis: RedisServer,
+) -> None:
+    """--dedupe-capacity bounds the event ids Redis keeps (split over the buckets, 1
+    each here): past it the oldest is forgotten, and a retry of it applies again."""
+    with replica(redis, "--dedupe-capacity", str(N_BUCKETS)) as a:
+        for event_id in ("first", "second"):
+            assert feedback(a, [{"id": "cap", "reward": 1, "event_id": event_id}])["applied"] == 1
+        assert feedback(a, [{"id": "cap", "reward": 1, "event_id": "second"}])["duplicates"] == 1
+        assert feedback(a, [{"id": "cap", "reward": 1, "event_id": "first"}])["applied"] == 1
+        assert in_redis(redis, "cap") == (3.0, 0.0)
+
+
+def test_a_replaced_tailer_resumes_from_the_shared_positions(redis: RedisServer) -> None:
+    """Worker 0 (the tailer) killed: its replacement follows the streams from the
+    positions in shared memory, neither missing nor reloading anything."""
+    with replica(redis) as a, replica(redis) as b:
+        feedback(a, [{"id": "r", "reward": 1}])
+        until(lambda: counts(b, "r") == (1.0, 0.0))
+        tailer = next(
+            e["pid"]
+            for e in b.log_events()
+            if e.get("event") == "worker started" and e["worker"] == 0
+        )
+        os.kill(tailer, signal.SIGKILL)
+        feedback(a, [{"id": "r", "reward": 0, "count": 2}])  # while no tailer runs, maybe
+        until(lambda: any(e.get("event") == "worker restarted" for e in b.log_events()))
+        feedback(a, [{"id": "r2", "reward": 1}])
+        until(lambda: counts(b, "r") == (1.0, 2.0))
+        until(lambda: counts(b, "r2") == (1.0, 0.0))
+        assert b.request("GET", "/health").json()["mirror_reloads"] == 0
+
+
+def test_the_twin_pipeline_mirrors_too(redis: RedisServer) -> None:
+    """MAB_NO_NATIVE=1: the mirror sets counts through the pure twin's table as well."""
+    twin = {"MAB_NO_NATIVE": "1"}
+    with replica(redis, env=twin) as a, replica(redis) as b:
+        feedback(b, [{"id": "tw", "reward": 0.5, "count": 4}])
+        until(lambda: counts(a, "tw") == (2.0, 2.0))
+        feedback(a, [{"id": "tw", "reward": 1}])
+        until(lambda: counts(b, "tw") == (3.0, 2.0))
+
+
+def test_redis_store_flags_are_checked() -> None:
+    """--store redis needs --redis-url, and takes neither --catalog nor --state-dir."""
+    from mab.cli import build_parser, config_from_args
+    from mab.errors import StartupError
+
+    def parse(*argv: str) -> Any:
+        return config_from_args(build_parser(environ={}).parse_args(["serve", *argv]))
+
+    assert parse("--store", "redis", "--redis-url", "redis://h:1/0").redis.url == "redis://h:1/0"
+    for extra, message in (
+        ((), "needs --redis-url"),
+        (("--redis-url", "redis://h:1/0", "--catalog", "a.csv"), "load-catalog"),
+        (("--redis-url", "redis://h:1/0", "--state-dir", "d"), "drop --state-dir"),
+    ):
+        with pytest.raises(StartupError, match=message):
+            parse("--store", "redis", *extra)
+
+
+def test_a_foreign_stream_entry_makes_the_mirror_reload_not_stall(redis: RedisServer) -> None:
+    """An entry mab did not write, in a bucket's stream: the tailer reloads that bucket
+    and follows on, instead of stopping there."""
+    with replica(redis) as a:
+        client = redis.client()
+        try:
+            client.xadd(bucket_keys("mab", bucket_of("bog")).events, {"hello": "world"})
+        finally:
+            client.close()
+        feedback(a, [{"id": "bog", "reward": 1}])
+        until(lambda: counts(a, "bog") == (1.0, 0.0))
+        feedback(a, [{"id": "bog", "reward": 1}])
+        until(lambda: counts(a, "bog") == (2.0, 0.0))
+        assert a.request("GET", "/health").json()["mirror_reloads"] >= 1

@@ -137,7 +137,10 @@ def head_of(seq: bytes | None, last: list[Any]) -> tuple[bytes, int]:
     + - COUNT 1 (read in that order, before the hash)."""
     if last:
         entry_id, fields = last[0]
-        return entry_id, int(fields[b"n"])
+        entry = StreamEntry.parse(fields)
+        if entry is not None:
+            return entry_id, entry.seq
+        return entry_id, int(seq or 0)  # not mab's: skip it
     return b"0-0", int(seq or 0)
 
 
@@ -192,6 +195,10 @@ class Tailer:
                     _log.warning("mirror lost redis: serving what it has", error=repr(exc))
                 self._state.contact(False, time.time())
                 await asyncio.sleep(min(0.02 * 2**failures, 0.5))
+            except Exception:  # a bug, or an entry not written by mab: keep the bucket
+                _log.exception("mirror: cannot apply a stream entry", bucket=bucket)
+                self._state.contact(False, time.time())  # /health shows it, degraded
+                await asyncio.sleep(1.0)
 
     def _apply(self, bucket: int, entries: list[Any]) -> bool:
         """Apply entries in order; False at the first one that does not follow."""
@@ -202,8 +209,8 @@ class Tailer:
         last_id: bytes | None = None
         follows = True
         for entry_id, fields in entries:
-            entry = StreamEntry.of(fields)
-            if entry.seq != expected + 1:
+            entry = StreamEntry.parse(fields)
+            if entry is None or entry.seq != expected + 1:
                 follows = False
                 break
             expected, last_id = entry.seq, entry_id

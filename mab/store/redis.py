@@ -37,7 +37,7 @@ from mab.state.records import Event
 from mab.state.table import ArmCounts, ArmTable
 from mab.store.base import StoreHealth
 from mab.store.redis_client import UNAVAILABLE, AsyncClient, async_client
-from mab.store.redis_layout import FEEDBACK_LUA, bucket_keys, bucket_of
+from mab.store.redis_layout import FEEDBACK_LUA, N_BUCKETS, bucket_keys, bucket_of
 from mab.store.redis_load import load_mirror
 
 if TYPE_CHECKING:
@@ -55,7 +55,8 @@ class FeedbackWriter:
     def __init__(self, client: AsyncClient, config: RedisConfig, learning: LearningConfig) -> None:
         self._client = client
         self._prefix = config.prefix
-        self._settings = [repr(learning.half_life), repr(learning.dedupe_window)]
+        per_bucket = max(learning.dedupe_capacity // N_BUCKETS, 1)
+        self._settings = [repr(learning.half_life), repr(learning.dedupe_window), str(per_bucket)]
         self._maxlen = str(config.stream_maxlen)
 
     async def write(self, events: list[Event], at: float) -> Applied:

@@ -1,15 +1,17 @@
 -- One /feedback batch's events of one bucket, applied atomically (see mab/store/redis_layout.py).
 -- KEYS: arms (hash id -> <ddd> successes, failures, t), events (stream), dedupe (zset
 --       event id -> at), seq (the stream's entry counter)
--- ARGV: at, wall, half_life, window, maxlen, then per event: id, successes, failures, event id
+-- ARGV: at, wall, half_life, window, dedupe capacity, maxlen, then per event: id,
+--       successes, failures, event id
 local at, wall = tonumber(ARGV[1]), ARGV[2]
-local half_life, window, maxlen = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local half_life, window = tonumber(ARGV[3]), tonumber(ARGV[4])
+local capacity, maxlen = tonumber(ARGV[5]), ARGV[6]
 if window > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. tostring(at - window))
 end
 local ids, values = {}, {}
 local applied, new_arms, duplicates = 0, 0, 0
-for i = 6, #ARGV, 4 do
+for i = 7, #ARGV, 4 do
   local arm, ds, df, event = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3]
   local duplicate = false
   if event ~= '' and window > 0 then
@@ -40,6 +42,12 @@ for i = 6, #ARGV, 4 do
     applied = applied + 1
     ids[applied] = struct.pack('<I4', #arm) .. arm
     values[applied] = struct.pack('<ddddd', ds, df, s, f, now)
+  end
+end
+if window > 0 then  -- past its capacity, the bucket forgets its oldest event ids early
+  local excess = redis.call('ZCARD', KEYS[3]) - capacity
+  if excess > 0 then
+    redis.call('ZREMRANGEBYRANK', KEYS[3], 0, excess - 1)
   end
 end
 if applied > 0 then

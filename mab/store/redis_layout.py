@@ -102,6 +102,15 @@ class StreamEntry:
         values = np.frombuffer(fields[b"v"], dtype="<f8").reshape(-1, VALUE_DOUBLES)
         return cls(int(fields[b"n"]), float(fields[b"w"]), ids, values.astype(np.float64))
 
+    @classmethod
+    def parse(cls, fields: dict[bytes, bytes]) -> StreamEntry | None:
+        """The entry, or None when it is not one mab wrote (then the mirror reloads)."""
+        try:
+            entry = cls.of(fields)
+        except (KeyError, ValueError, UnicodeDecodeError, struct.error):
+            return None
+        return entry if len(entry.ids) == len(entry.values) else None
+
 
 def stream_id(raw: bytes | str) -> tuple[int, int]:
     text = raw.decode() if isinstance(raw, bytes) else raw

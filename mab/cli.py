@@ -91,6 +91,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         raise StartupError("--store vertex-online needs --vertex-feature-view")
     if config.store == "redis" and not config.redis.url:
         raise StartupError("--store redis needs --redis-url")
+    if config.redis.wait_aof is not None and config.redis.cluster:
+        raise StartupError("--redis-wait-aof works with a single Redis, not yet a Cluster")
     if config.store == "redis" and config.learning.state_dir is not None:
         raise StartupError("--store redis keeps its state in Redis: drop --state-dir")
     if config.store == "redis" and config.catalog is not None:

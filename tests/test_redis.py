@@ -479,3 +479,10 @@ def test_a_foreign_stream_entry_makes_the_mirror_reload_not_stall(redis: RedisSe
         feedback(a, [{"id": "bog", "reward": 1}])
         until(lambda: counts(a, "bog") == (2.0, 0.0))
         assert a.request("GET", "/health").json()["mirror_reloads"] >= 1
+
+
+def test_wait_aof_needs_redis_7_2(redis: RedisServer) -> None:
+    """Debian's Redis 7.0 has no WAITAOF: --redis-wait-aof stops start-up, saying why."""
+    with pytest.raises(AssertionError, match=r"Redis or Valkey 7\.2"):
+        with replica(redis, "--redis-wait-aof", "0"):
+            pass

@@ -58,6 +58,9 @@ class FeedbackWriter:
         per_bucket = max(learning.dedupe_capacity // N_BUCKETS, 1)
         self._settings = [repr(learning.half_life), repr(learning.dedupe_window), str(per_bucket)]
         self._maxlen = str(config.stream_maxlen)
+        # WAITAOF on the pipeline's connection covers the scripts before it.
+        self._wait_aof = config.wait_aof
+        self._wait_ms = max(int(config.timeout * 1000), 1)
 
     async def write(self, events: list[Event], at: float) -> Applied:
         groups: dict[int, list[str]] = {}
@@ -72,7 +75,10 @@ class FeedbackWriter:
             for bucket in pending:
                 keys = bucket_keys(self._prefix, bucket).script_keys()
                 pipe.evalsha(_SHA, len(keys), *keys, *head, *groups[bucket])
+            if self._wait_aof is not None:
+                pipe.execute_command("WAITAOF", 1, self._wait_aof, self._wait_ms)
             results = await pipe.execute(raise_on_error=False)
+            fsynced = results.pop() if self._wait_aof is not None else None
             missing = []
             for bucket, result in zip(pending, results, strict=True):
                 if isinstance(result, redis.exceptions.NoScriptError):
@@ -82,11 +88,22 @@ class FeedbackWriter:
                 else:
                     totals += np.asarray(result, dtype=np.int64)
             if not missing:
+                if self._wait_aof is not None:
+                    self._check_fsynced(fsynced)
                 applied, new_arms, duplicates = totals.tolist()
                 return Applied(applied, new_arms, duplicates)
             await self._client.script_load(FEEDBACK_LUA)
             pending = missing
         raise redis.exceptions.NoScriptError("the feedback script vanished twice")
+
+    def _check_fsynced(self, result: Any) -> None:
+        if isinstance(result, BaseException):
+            raise result
+        local, replicas = (int(n) for n in result)
+        if local < 1 or replicas < (self._wait_aof or 0):
+            raise redis.exceptions.TimeoutError(
+                f"WAITAOF: fsynced by {local} local and {replicas} replica AOFs in time"
+            )
 
 
 class RedisLearner:
@@ -158,6 +175,11 @@ class RedisStore:
         self._client = async_client(
             self._config, socket_timeout=max(1.0, 10 * self._config.timeout)
         )
+        try:  # so the first /feedback finds the script (else it loads it then)
+            async with asyncio.timeout(1.0):
+                await self._client.script_load(FEEDBACK_LUA)
+        except UNAVAILABLE:
+            pass  # Redis is away: the first /feedback after its return loads it
         if worker == _TAILER_WORKER:
             self._tailer = Tailer(self.table, self.state, self._config)
             await self._tailer.start()

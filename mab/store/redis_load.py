@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import redis.exceptions
 import structlog
 
 from mab.config import Config
@@ -45,6 +46,18 @@ def check_mode(client: SyncClient, cluster: bool) -> None:
     """A Cluster node needs --redis-cluster (a plain client would get MOVED errors)."""
     if not cluster and client.info("cluster").get("cluster_enabled"):
         raise StartupError("the redis URL names a Cluster node: add --redis-cluster")
+
+
+def check_wait_aof(client: SyncClient, replicas: int | None) -> None:
+    """--redis-wait-aof needs WAITAOF (Redis or Valkey 7.2+) and the AOF on."""
+    if replicas is None:
+        return
+    try:
+        client.execute_command("WAITAOF", 1, 0, 1)
+    except redis.exceptions.ResponseError as exc:
+        raise StartupError(
+            f"--redis-wait-aof: {exc} (it needs Redis or Valkey 7.2+ with appendonly yes)"
+        ) from None
 
 
 def check_meta(client: SyncClient, prefix: str, half_life: float) -> None:
@@ -101,6 +114,7 @@ def load_mirror(config: Config, state: MirrorState, now: float) -> ArmTable:
     started = time.perf_counter()
     try:
         check_mode(client, redis_config.cluster)
+        check_wait_aof(client, redis_config.wait_aof)
         check_meta(client, redis_config.prefix, learning.half_life)
         heads = _heads(client, redis_config.prefix)
         found = _scan_all(client, redis_config.prefix)

@@ -486,3 +486,20 @@ def test_wait_aof_needs_redis_7_2(redis: RedisServer) -> None:
     with pytest.raises(AssertionError, match=r"Redis or Valkey 7\.2"):
         with replica(redis, "--redis-wait-aof", "0"):
             pass
+
+
+def test_redis_store_answers_as_documented(redis: RedisServer) -> None:
+    """/health (ok, then degraded) and /feedback (200, then 503 store_unavailable with
+    Retry-After) of the redis store match mab/openapi.json."""
+    from tests.test_openapi import check
+
+    with replica(redis, "--redis-stale-after", "0.5", "--redis-timeout", "0.1") as a:
+        check("/health", "GET", a.request("GET", "/health"))
+        event = {"events": [{"id": "doc", "reward": 1}]}
+        check("/feedback", "POST", a.request("POST", "/feedback", event))
+        redis.kill()
+        refused = a.request("POST", "/feedback", event)
+        assert refused.status == 503
+        check("/feedback", "POST", refused)
+        until(lambda: a.request("GET", "/health").json()["status"] == "degraded")
+        check("/health", "GET", a.request("GET", "/health"))

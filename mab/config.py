@@ -65,8 +65,9 @@ class VertexConfig:
         flag="--vertex-insecure",
     )
     streaming: bool = setting(
-        False,
-        "vertex-online: batch reads with the v1beta1 StreamingFetchFeatureValues",
+        True,
+        "vertex-online: batch reads with the v1beta1 StreamingFetchFeatureValues "
+        "(--no-vertex-streaming: v1 FetchFeatureValues, one call per id)",
         flag="--vertex-streaming",
     )
     success_feature: str = setting("successes", "feature id of success counts")

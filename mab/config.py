@@ -154,8 +154,9 @@ class RedisConfig:
         bound="non_negative",
     )
     stream_maxlen: int = setting(
-        100_000,
-        "entries each bucket's change stream keeps (about); a mirror further behind reloads",
+        10_000,
+        "entries (one per batch) each bucket's change stream keeps, about; a mirror "
+        "further behind reloads the bucket",
         flag="--redis-stream-maxlen",
         bound="positive",
     )

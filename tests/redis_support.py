@@ -131,7 +131,9 @@ class RedisCluster:
 
 
 @contextmanager
-def redis_cluster(directory: Path, masters: int = 3) -> Iterator[RedisCluster]:
+def redis_cluster(
+    directory: Path, masters: int = 3, extra: tuple[str, ...] = ()
+) -> Iterator[RedisCluster]:
     """A Cluster of `masters` masters and no replicas, its slots all assigned."""
     nodes = []
     try:
@@ -142,6 +144,7 @@ def redis_cluster(directory: Path, masters: int = 3) -> Iterator[RedisCluster]:
                 "--cluster-config-file", str(directory / f"nodes-{node.port}.conf"),
                 # The bus port, else port + 10000: past 65535 for most free ports.
                 "--cluster-port", str(free_port()),
+                *extra,
             )  # fmt: skip
             node.start()
             nodes.append(node)

@@ -104,7 +104,7 @@ def test_load_catalog_into_a_cluster(cluster: RedisCluster, tmp_path: Path) -> N
     path.write_text(
         "arm_id,successes,failures\n" + "".join(f"k{i},{i % 3},1\n" for i in range(5_000))
     )
-    done = load_catalog(cluster.nodes[0], path, "--redis-cluster")  # type: ignore[arg-type]
+    done = load_catalog(cluster.nodes[0], path, "--redis-cluster")
     assert done.returncode == 0, done.stderr
     with replica(cluster) as a:
         assert a.request("GET", "/health").json()["arms"] == 5_000
@@ -118,3 +118,33 @@ def test_a_cluster_without_the_flag_is_refused(cluster: RedisCluster) -> None:
     with pytest.raises(AssertionError, match="add --redis-cluster"):
         with run_server(*common):
             pass
+
+
+def test_a_master_down_then_back(tmp_path: Path) -> None:
+    """One of the 3 masters killed: /predict answers from the mirror, /feedback that
+    touches its buckets is 503, /health says degraded; restarted on its port and
+    directory, the Cluster heals and both mirrors catch up without a restart of mab."""
+    with redis_cluster(tmp_path, extra=("--cluster-node-timeout", "1000")) as cluster:
+        args = ("--redis-stale-after", "0.5", "--redis-timeout", "0.5")
+        with replica(cluster, *args) as a, replica(cluster) as b:
+            arms = [f"m-{i}" for i in range(48)]
+            feedback(a, [{"id": arm, "reward": 1} for arm in arms])
+            until(lambda: counts(b, "m-47") == (1.0, 0.0))
+            victim = cluster.nodes[1]
+            victim.kill()
+            assert a.predict({"items": arms}).status == 200
+            refused = a.request(
+                "POST", "/feedback", {"events": [{"id": x, "reward": 1} for x in arms]}
+            )
+            assert refused.status == 503 and refused.headers["retry-after"] == "1"
+            until(lambda: a.request("GET", "/health").json()["status"] == "degraded")
+            victim.start()
+            until(lambda: a.request("GET", "/health").json()["status"] == "ok", attempts=3000)
+            events = [{"id": x, "reward": 0, "event_id": f"after-{x}"} for x in arms]
+            until(
+                lambda: a.request("POST", "/feedback", {"events": events}).status == 200,
+                attempts=3000,
+            )
+            for server in (a, b):
+                for arm in (arms[0], arms[47]):
+                    until(lambda s=server, x=arm: counts(s, x)[1] == 1.0)

@@ -52,47 +52,56 @@ _log = structlog.get_logger("mab.mirror")
 BLOCK_MS = 500  # one XREAD waits this long for news: also how often contact is confirmed
 READ_COUNT = 1_000  # stream entries per read
 SCAN_COUNT = 5_000  # hash fields per HSCAN of a reload
-_HEADER = 8  # 8-byte words: last contact, last lag, connected, reloads, spare
-_CONTACT, _LAG, _CONNECTED, _RELOADS = 0, 1, 2, 3
+_HEADER = 8  # 8-byte words: last lag, reloads, spare
+_LAG, _RELOADS = 0, 1
+_WORDS = 5  # per bucket: position (ms, seq), sequence number, last contact, connected
 
 FloatArray = npt.NDArray[np.float64]
 
 
 class MirrorState:
     """Shared memory, made in the parent: each bucket's stream position (entry id and
-    sequence number) and the tailer's contact with Redis. Written by the tailer only."""
+    sequence number) and the tailer's contact with Redis for it. Written by the tailer
+    only; /health in every worker reads it."""
 
     def __init__(self, buckets: int = N_BUCKETS) -> None:
-        words = _HEADER + 3 * buckets
+        words = _HEADER + _WORDS * buckets
         self._region = mmap.mmap(-1, 8 * words)  # anonymous, MAP_SHARED: seen after fork
         self._u64 = np.frombuffer(self._region, dtype=np.uint64, count=words)
         self._f64 = np.frombuffer(self._region, dtype=np.float64, count=words)
         self.buckets = buckets
 
+    def _at(self, bucket: int) -> int:
+        return _HEADER + _WORDS * bucket
+
     def position(self, bucket: int) -> str:
-        at = _HEADER + 3 * bucket
+        at = self._at(bucket)
         return f"{int(self._u64[at])}-{int(self._u64[at + 1])}"
 
     def seq(self, bucket: int) -> int:
-        return int(self._u64[_HEADER + 3 * bucket + 2])
+        return int(self._u64[self._at(bucket) + 2])
 
     def set_position(self, bucket: int, entry_id: bytes | str, seq: int) -> None:
-        at = _HEADER + 3 * bucket
+        at = self._at(bucket)
         self._u64[at], self._u64[at + 1] = stream_id(entry_id)
         self._u64[at + 2] = seq
 
-    def contact(self, connected: bool, now: float) -> None:
+    def contact(self, bucket: int, connected: bool, now: float) -> None:
+        """The tailer heard from Redis for `bucket` (or failed to)."""
+        at = self._at(bucket)
         if connected:
-            self._f64[_CONTACT] = now
-        self._u64[_CONNECTED] = int(connected)
+            self._f64[at + 3] = now
+        self._u64[at + 4] = int(connected)
 
-    @property
-    def connected(self) -> bool:
-        return bool(self._u64[_CONNECTED])
+    def connected(self, bucket: int | None = None) -> bool:
+        """Whether the tailer's last read of `bucket` (of every bucket) succeeded."""
+        buckets = range(self.buckets) if bucket is None else (bucket,)
+        return all(self._u64[self._at(b) + 4] for b in buckets)
 
     @property
     def last_contact(self) -> float:
-        return float(self._f64[_CONTACT])
+        """When the tailer last heard from Redis for the bucket it heard of least lately."""
+        return min(float(self._f64[self._at(b) + 3]) for b in range(self.buckets))
 
     @property
     def last_lag(self) -> float:
@@ -183,21 +192,24 @@ class Tailer:
                 reply = await self._client.xread(
                     {keys.events: self._state.position(bucket)}, count=READ_COUNT, block=BLOCK_MS
                 )
-                if not self._state.connected:
-                    _log.info("mirror connected to redis", bucket=bucket)
-                self._state.contact(True, time.time())
+                was_connected = self._state.connected(bucket)
+                self._state.contact(bucket, True, time.time())
+                if not was_connected and self._state.connected():
+                    _log.info("mirror connected to redis: following every stream")
                 failures = 0
                 if reply and not self._apply(bucket, reply[0][1]):
                     await self._reload(bucket, "the stream skipped entries (trimmed, or lost)")
             except UNAVAILABLE as exc:
                 failures += 1
-                if self._state.connected:
-                    _log.warning("mirror lost redis: serving what it has", error=repr(exc))
-                self._state.contact(False, time.time())
+                if self._state.connected():  # the first bucket to lose it says so
+                    _log.warning(
+                        "mirror lost redis: serving what it has", bucket=bucket, error=repr(exc)
+                    )
+                self._state.contact(bucket, False, time.time())
                 await asyncio.sleep(min(0.02 * 2**failures, 0.5))
             except Exception:  # a bug, or an entry not written by mab: keep the bucket
                 _log.exception("mirror: cannot apply a stream entry", bucket=bucket)
-                self._state.contact(False, time.time())  # /health shows it, degraded
+                self._state.contact(bucket, False, time.time())  # /health: degraded
                 await asyncio.sleep(1.0)
 
     def _apply(self, bucket: int, entries: list[Any]) -> bool:

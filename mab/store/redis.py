@@ -213,7 +213,7 @@ class RedisStore:
     def health(self) -> StoreHealth:
         state = self.state
         since = max(time.time() - state.last_contact, 0.0)
-        fresh = state.connected and since <= self._config.stale_after
+        fresh = state.connected() and since <= self._config.stale_after
         detail: dict[str, Any] = {
             "arms": len(self.table),
             "redis": "ok" if fresh else "unreachable",

@@ -124,7 +124,7 @@ def load_mirror(config: Config, state: MirrorState, now: float) -> ArmTable:
         client.close()
     for bucket, (position, seq) in enumerate(heads):
         state.set_position(bucket, position, seq)
-    state.contact(True, time.time())
+        state.contact(bucket, True, time.time())
     ids = [raw.decode() for raw in found]
     values = unpack_counts(list(found.values()))
     counts = values[:, :2]

@@ -503,3 +503,20 @@ def test_redis_store_answers_as_documented(redis: RedisServer) -> None:
         check("/feedback", "POST", refused)
         until(lambda: a.request("GET", "/health").json()["status"] == "degraded")
         check("/health", "GET", a.request("GET", "/health"))
+
+
+def test_prefixes_keep_bandits_apart(redis: RedisServer) -> None:
+    """Two bandits on one Redis under different --redis-prefix: each sees only its own
+    arms and event ids."""
+    with replica(redis, "--redis-prefix", "left") as left, replica(redis) as right:
+        event = {"id": "shared-id", "reward": 1, "event_id": "same-event"}
+        assert feedback(left, [event])["applied"] == 1
+        assert feedback(right, [event])["applied"] == 1  # not a duplicate: another bandit
+        feedback(right, [{"id": "right-only", "reward": 0}])
+        until(lambda: counts(right, "right-only") == (0.0, 1.0))
+        until(lambda: counts(left, "shared-id") == (1.0, 0.0))
+        assert counts(left, "right-only") is None
+        assert left.request("GET", "/health").json()["arms"] == 1
+    assert in_redis(redis, "shared-id", prefix="left") == (1.0, 0.0)
+    assert in_redis(redis, "right-only", prefix="left") is None
+    assert in_redis(redis, "right-only") == (0.0, 1.0)

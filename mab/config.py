@@ -137,7 +137,9 @@ class RedisConfig:
         "mab", "key prefix: independent bandits can share one Redis", flag="--redis-prefix"
     )
     cluster: bool = setting(
-        False, "the URL names a node of a Redis Cluster", flag="--redis-cluster"
+        False,
+        "the URL names a node of a Redis Cluster (detected when not given)",
+        flag="--redis-cluster",
     )
     timeout: float = setting(
         0.08,

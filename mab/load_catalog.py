@@ -48,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--redis-cluster",
         action=argparse.BooleanOptionalAction,
         default=env.get("MAB_REDIS_CLUSTER", "").lower() in {"1", "true", "yes", "on"},
-        help="the URL names a node of a Redis Cluster [env MAB_REDIS_CLUSTER]",
+        help="the URL names a node of a Redis Cluster (detected when not given) "
+        "[env MAB_REDIS_CLUSTER]",
     )
     parser.add_argument(
         "--half-life",
@@ -121,15 +122,15 @@ def load(client: SyncClient, prefix: str, path: Path, maxlen: int) -> int:
 def run(args: argparse.Namespace) -> int:
     from mab.store.redis_client import UNAVAILABLE, sync_client
     from mab.store.redis_layout import N_BUCKETS
-    from mab.store.redis_load import check_mode, ensure_layout
+    from mab.store.redis_load import ensure_layout, resolve_mode
 
     config = replace(
         RedisConfig(), url=args.redis_url, prefix=args.redis_prefix, cluster=args.redis_cluster
     )
+    config = resolve_mode(config)
     client = sync_client(config, socket_timeout=60.0)
     started = time.monotonic()
     try:
-        check_mode(client, config.cluster)
         ensure_layout(client, config.prefix, args.half_life)
         arms = load(client, config.prefix, args.file, config.stream_maxlen)
     except UNAVAILABLE as exc:

@@ -98,25 +98,30 @@ def test_two_replicas_on_a_cluster_give_exact_totals(cluster: RedisCluster) -> N
 
 
 def test_load_catalog_into_a_cluster(cluster: RedisCluster, tmp_path: Path) -> None:
-    """`mab load-catalog --redis-cluster` spreads a CSV over the masters; a replica
-    loads it at start-up."""
+    """`mab load-catalog` spreads a CSV over the masters (Cluster mode detected); a
+    replica loads it at start-up."""
     path = tmp_path / "arms.csv"
     path.write_text(
         "arm_id,successes,failures\n" + "".join(f"k{i},{i % 3},1\n" for i in range(5_000))
     )
-    done = load_catalog(cluster.nodes[0], path, "--redis-cluster")
+    done = load_catalog(cluster.nodes[0], path)  # Cluster mode detected
     assert done.returncode == 0, done.stderr
     with replica(cluster) as a:
         assert a.request("GET", "/health").json()["arms"] == 5_000
         assert counts(a, "k4") == (1.0, 1.0)
 
 
-def test_a_cluster_without_the_flag_is_refused(cluster: RedisCluster) -> None:
-    """Pointed at a Cluster node without --redis-cluster, mab stops at start-up and
-    says which flag is missing."""
-    common = ("--store", "redis", "--redis-url", cluster.url)
-    with pytest.raises(AssertionError, match="add --redis-cluster"):
-        with run_server(*common):
+def test_a_cluster_is_detected_without_the_flag(cluster: RedisCluster) -> None:
+    """Pointed at a Cluster node without --redis-cluster, mab finds out (INFO cluster)
+    and runs in Cluster mode; --redis-wait-aof, not yet for a Cluster, stops it."""
+    common = ("--store", "redis", "--redis-url", cluster.url, "--redis-timeout", "5")
+    with run_server(*common) as a:
+        assert a.wait_for_log("event", "the redis URL names a Cluster node: Cluster mode")
+        feedback(a, [{"id": f"d-{i}", "reward": 1} for i in range(48)])
+        until(lambda: counts(a, "d-47") == (1.0, 0.0))
+    assert in_cluster(cluster, "d-47") == (1.0, 0.0)
+    with pytest.raises(AssertionError, match="not yet a Cluster"):
+        with run_server(*common, "--redis-wait-aof", "0"):
             pass
 
 

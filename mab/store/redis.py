@@ -38,7 +38,7 @@ from mab.state.table import ArmCounts, ArmTable
 from mab.store.base import StoreHealth
 from mab.store.redis_client import UNAVAILABLE, AsyncClient, async_client
 from mab.store.redis_layout import FEEDBACK_LUA, N_BUCKETS, bucket_keys, bucket_of
-from mab.store.redis_load import load_mirror
+from mab.store.redis_load import load_mirror, resolve_mode
 
 if TYPE_CHECKING:
     from mab.predict import Score
@@ -161,13 +161,13 @@ class RedisStore:
     name = "redis"
 
     def __init__(self, config: Config) -> None:
-        self._config = config.redis
+        self._config = resolve_mode(config.redis)  # Cluster mode, when the URL says so
         self._learning = config.learning
         self._now = clock()
         # Built here, in the parent: the mirror table and the tailer's positions are
         # shared memory, seen by every worker forked later.
         self.state = MirrorState()
-        self.table = load_mirror(config, self.state, self._now())
+        self.table = load_mirror(self._config, self._learning, self.state, self._now())
         self._client: AsyncClient = None
         self._tailer: Tailer | None = None
 

@@ -9,12 +9,13 @@ the tailer brings it up to date (setting counts twice is harmless).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import redis.exceptions
 import structlog
 
-from mab.config import Config
+from mab.config import LearningConfig, RedisConfig
 from mab.errors import StartupError
 from mab.state.mirror import SCAN_COUNT, MirrorState, head_of
 from mab.state.table import ArmTable
@@ -42,10 +43,24 @@ def ensure_layout(client: SyncClient, prefix: str, half_life: float | None) -> f
     return float(found.get("half_life", half_life or 0.0))
 
 
-def check_mode(client: SyncClient, cluster: bool) -> None:
-    """A Cluster node needs --redis-cluster (a plain client would get MOVED errors)."""
-    if not cluster and client.info("cluster").get("cluster_enabled"):
-        raise StartupError("the redis URL names a Cluster node: add --redis-cluster")
+def resolve_mode(config: RedisConfig) -> RedisConfig:
+    """`config`, in Cluster mode when its URL names a Cluster node (INFO cluster), so
+    --redis-cluster is optional: a plain client would only get MOVED errors there."""
+    if config.cluster:
+        return config
+    client = sync_client(config)
+    try:
+        enabled = client.info("cluster").get("cluster_enabled")
+    except UNAVAILABLE as exc:
+        raise StartupError(f"cannot reach redis: {exc!r}") from None
+    finally:
+        client.close()
+    if not enabled:
+        return config
+    if config.wait_aof is not None:
+        raise StartupError("--redis-wait-aof works with a single Redis, not yet a Cluster")
+    _log.info("the redis URL names a Cluster node: Cluster mode")
+    return replace(config, cluster=True)
 
 
 def check_wait_aof(client: SyncClient, replicas: int | None) -> None:
@@ -106,14 +121,13 @@ def _scan_all(client: SyncClient, prefix: str) -> dict[bytes, bytes]:
     return found
 
 
-def load_mirror(config: Config, state: MirrorState, now: float) -> ArmTable:
+def load_mirror(
+    redis_config: RedisConfig, learning: LearningConfig, state: MirrorState, now: float
+) -> ArmTable:
     """The table of every arm in Redis, decayed to `now`; `state` gets the positions."""
-    redis_config = config.redis
-    learning = config.learning
     client = sync_client(redis_config)
     started = time.perf_counter()
     try:
-        check_mode(client, redis_config.cluster)
         check_wait_aof(client, redis_config.wait_aof)
         check_meta(client, redis_config.prefix, learning.half_life)
         heads = _heads(client, redis_config.prefix)

@@ -460,6 +460,7 @@ def test_redis_store_flags_are_checked() -> None:
         ((), "needs --redis-url"),
         (("--redis-url", "redis://h:1/0", "--catalog", "a.csv"), "load-catalog"),
         (("--redis-url", "redis://h:1/0", "--state-dir", "d"), "drop --state-dir"),
+        (("--redis-url", "redis://h:1/0", "--redis-degraded-status", "42"), "200 to 599"),
     ):
         with pytest.raises(StartupError, match=message):
             parse("--store", "redis", *extra)

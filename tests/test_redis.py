@@ -58,6 +58,19 @@ def feedback(server: ServerProcess, events: list[dict[str, Any]]) -> Any:
     return response.json()
 
 
+def feedback_until_ok(server: ServerProcess, events: list[dict[str, Any]]) -> Any:
+    """POST until a 200 (a short --redis-timeout can give 503 on a busy machine): safe
+    only because every event carries an event_id, as a client's retries must."""
+    assert all("event_id" in event for event in events)
+    for _ in range(100):
+        response = server.request("POST", "/feedback", {"events": events})
+        if response.status == 200:
+            return response.json()
+        assert response.status == 503, response.body
+        time.sleep(0.05)
+    raise AssertionError("no 200 in 100 attempts")
+
+
 def counts(server: ServerProcess, arm_id: str) -> tuple[float, float] | None:
     response = server.request("GET", f"/arms/{quote(arm_id, safe='')}")
     if response.status == 404:
@@ -183,7 +196,7 @@ def test_redis_down_then_back(redis: RedisServer) -> None:
         replica(redis, "--redis-stale-after", "0.5", "--redis-timeout", "0.1") as a,
         replica(redis) as b,
     ):
-        feedback(a, [{"id": "kept", "reward": 1, "count": 2}])
+        feedback_until_ok(a, [{"id": "kept", "reward": 1, "count": 2, "event_id": "k1"}])
         until(lambda: counts(b, "kept") == (2.0, 0.0))
         redis.kill()
         predicted = a.predict({"items": ["kept", "other"]})
@@ -198,7 +211,13 @@ def test_redis_down_then_back(redis: RedisServer) -> None:
         assert health.json()["redis"] == "unreachable" and health.json()["arms"] == 1
         redis.start()  # same port, same directory: the AOF brings the state back
         until(lambda: a.request("GET", "/health").json()["status"] == "ok")
-        feedback(a, [{"id": "kept", "reward": 0, "count": 3}, {"id": "after", "reward": 1}])
+        feedback_until_ok(
+            a,
+            [
+                {"id": "kept", "reward": 0, "count": 3, "event_id": "k2"},
+                {"id": "after", "reward": 1, "event_id": "a1"},
+            ],
+        )
         for server in (a, b):
             until(lambda s=server: counts(s, "kept") == (2.0, 3.0))
             until(lambda s=server: counts(s, "after") == (1.0, 0.0))
@@ -220,7 +239,7 @@ def test_slow_redis_gives_503_not_a_hang(redis: RedisServer) -> None:
     waiting; retried with its event id once Redis is back, it is applied once."""
     event = {"id": "slow", "reward": 1, "event_id": "slow-1"}
     with replica(redis, "--redis-timeout", "0.1") as a:
-        feedback(a, [{"id": "slow", "reward": 0}])  # connections made before the pause
+        feedback_until_ok(a, [{"id": "slow", "reward": 0, "event_id": "slow-0"}])  # connected
         control = redis.client()
         control.execute_command("CLIENT", "PAUSE", "3000", "ALL")
         try:
@@ -230,9 +249,8 @@ def test_slow_redis_gives_503_not_a_hang(redis: RedisServer) -> None:
         finally:
             control.execute_command("CLIENT", "UNPAUSE")
             control.close()
-        retried = a.request("POST", "/feedback", {"events": [event]})
-        assert retried.status == 200
-        assert retried.json()["applied"] + retried.json()["duplicates"] == 1
+        retried = feedback_until_ok(a, [event])
+        assert retried["applied"] + retried["duplicates"] == 1
         until(lambda: counts(a, "slow") == (1.0, 1.0))
         assert in_redis(redis, "slow") == (1.0, 1.0)
 

@@ -16,7 +16,7 @@ import pytest
 from mab.store.redis_layout import N_BUCKETS, bucket_keys, bucket_of, unpack_counts
 from tests.redis_support import RedisCluster, redis_cluster
 from tests.support import HOST, ServerProcess, run_server
-from tests.test_redis import JSON, counts, feedback, load_catalog, until
+from tests.test_redis import JSON, counts, feedback, feedback_until_ok, load_catalog, until
 
 
 @pytest.fixture
@@ -133,7 +133,7 @@ def test_a_master_down_then_back(tmp_path: Path) -> None:
         args = ("--redis-stale-after", "0.5", "--redis-timeout", "0.5")
         with replica(cluster, *args) as a, replica(cluster) as b:
             arms = [f"m-{i}" for i in range(48)]
-            feedback(a, [{"id": arm, "reward": 1} for arm in arms])
+            feedback_until_ok(a, [{"id": x, "reward": 1, "event_id": f"before-{x}"} for x in arms])
             until(lambda: counts(b, "m-47") == (1.0, 0.0))
             victim = cluster.nodes[1]
             victim.kill()

@@ -91,7 +91,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         raise StartupError("--store vertex-online needs --vertex-feature-view")
     if config.store == "redis" and not config.redis.url:
         raise StartupError("--store redis needs --redis-url")
-    if not 200 <= config.redis.degraded_status <= 599:
+    if config.store == "redis" and not 200 <= config.redis.degraded_status <= 599:
         raise StartupError("--redis-degraded-status must be an HTTP status from 200 to 599")
     if config.redis.wait_aof is not None and config.redis.cluster:
         raise StartupError("--redis-wait-aof works with a single Redis, not yet a Cluster")

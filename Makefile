@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 NATIVE := $(wildcard mab/native/[a-z]*.cpp mab/native/*.h mab/native/_build.py mab/native/_stamp.py)
 ARGS   ?=
 
-.PHONY: venv serve test test-native-debug lint bench bench-sampler wrk clean
+.PHONY: venv serve test test-native-debug lint bench bench-sampler wrk redis clean
 
 # The virtualenv with mab installed editable: pip compiles the native sampler.
 $(STAMP): setup.cfg setup.py pyproject.toml $(NATIVE)
@@ -21,7 +21,7 @@ serve: venv
 	$(BIN)/mab serve $(ARGS)
 
 # The suite, then lint, then the native code's tests once more under the sanitizers.
-test: venv
+test: venv redis
 	$(BIN)/python -m pytest $(ARGS)
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-native-debug
@@ -52,6 +52,12 @@ lint: venv
 # wrk drives the HTTP benchmarks; installed from Debian's packages when missing.
 wrk:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+
+# redis-server and redis-cli for the redis store's tests (they start their own servers on
+# free ports; Debian's package also starts a daemon on 6379, which nothing here uses).
+redis:
+	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq redis-server redis-tools >/dev/null; }
 
 bench: venv wrk
 	$(BIN)/python bench/run.py $(ARGS)

@@ -51,9 +51,10 @@ _log = structlog.get_logger("mab.request")
 class WorkerState:
     """What the handlers of one worker share; built once per worker."""
 
-    def __init__(self, config: Config, store: FeatureStore) -> None:
+    def __init__(self, config: Config, store: FeatureStore, worker: int = 0) -> None:
         self.config = config
         self.store = store
+        self.worker = worker
         self.runner = build_runner(config)
         self._pipeline: Pipeline | None = None  # built in start(), with the store's scorer
         self._learn: Learn | None = None  # the store's /feedback, built in start()
@@ -82,7 +83,7 @@ class WorkerState:
     async def start(self) -> None:
         """Start the store client, the sampler actors and the metrics flush, in the
         running loop of this worker (after the fork)."""
-        await self.store.start()
+        await self.store.start(self.worker)
         self.runner.start()
         self._pipeline = Pipeline(self.store.scorer(self.runner), self.config.max_items)
         feedback = self.feedback_metrics
@@ -239,16 +240,22 @@ async def _health(state: WorkerState, request: web.BaseRequest) -> web.Response:
     health = state.store.health()
     if state.draining:
         payload: dict[str, Any] = {"status": "unavailable", "reason": "shutting down"}
+        status = 503
     elif not health.ok:
         payload = {"status": "unavailable", "reason": health.reason, **health.detail}
+        status = 503
+    elif health.degraded:  # serving, from state that may be stale: the store says how loud
+        payload = {"status": "degraded", "store": state.store.name, "reason": health.reason}
+        payload.update(health.detail)
+        status = health.status
     else:
         payload = {"status": "ok", "store": state.store.name, **health.detail}
-    ok = payload["status"] == "ok"
+        status = 200
     return web.Response(
-        status=200 if ok else 503,
+        status=status,
         body=orjson.dumps(payload),
         content_type="application/json",
-        headers=None if ok else {"Retry-After": "1"},
+        headers={"Retry-After": "1"} if status >= 500 else None,
     )
 
 

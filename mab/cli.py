@@ -89,6 +89,18 @@ def config_from_args(args: argparse.Namespace) -> Config:
         raise StartupError("--store vertex-featurestore needs --vertex-entity-type")
     if config.store == "vertex-online" and not config.vertex.feature_view:
         raise StartupError("--store vertex-online needs --vertex-feature-view")
+    if config.store == "redis" and not config.redis.url:
+        raise StartupError("--store redis needs --redis-url")
+    if config.store == "redis" and not 200 <= config.redis.degraded_status <= 599:
+        raise StartupError("--redis-degraded-status must be an HTTP status from 200 to 599")
+    if config.redis.wait_aof is not None and config.redis.cluster:
+        raise StartupError("--redis-wait-aof works with a single Redis, not yet a Cluster")
+    if config.store == "redis" and config.learning.state_dir is not None:
+        raise StartupError("--store redis keeps its state in Redis: drop --state-dir")
+    if config.store == "redis" and config.catalog is not None:
+        raise StartupError(
+            "--store redis takes its arms from Redis: load a catalog with `mab load-catalog`"
+        )
     return config
 
 
@@ -103,6 +115,16 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         description="Every setting of `mab serve`: flag, environment variable, default "
         "and meaning, as the README's configuration table.",
     )
+    from mab import load_catalog
+
+    bulk = sub.add_parser(
+        "load-catalog",
+        help="bulk-load a CSV catalog into the redis store",
+        description="Set the arms of a CSV catalog (arm_id,successes,failures) in the Redis "
+        "that `mab serve --store redis` shares, with a progress line; running replicas "
+        "see the new counts through their mirrors.",
+    )
+    load_catalog.add_arguments(bulk)
     from mab import fake_vertex  # light: imports the Vertex client only when run
 
     fake = sub.add_parser(
@@ -125,6 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "settings":
             print(markdown_table(), end="")
             return 0
+        if args.command == "load-catalog":
+            from mab import load_catalog
+
+            return load_catalog.run(args)
         from mab import fake_vertex
 
         return fake_vertex.run(args)

@@ -14,7 +14,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
 
-StoreName = Literal["embedded", "vertex-featurestore", "vertex-online"]
+StoreName = Literal["embedded", "vertex-featurestore", "vertex-online", "redis"]
 LogFormat = Literal["json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -65,8 +65,9 @@ class VertexConfig:
         flag="--vertex-insecure",
     )
     streaming: bool = setting(
-        False,
-        "vertex-online: batch reads with the v1beta1 StreamingFetchFeatureValues",
+        True,
+        "vertex-online: batch reads with the v1beta1 StreamingFetchFeatureValues "
+        "(--no-vertex-streaming: v1 FetchFeatureValues, one call per id)",
         flag="--vertex-streaming",
     )
     success_feature: str = setting("successes", "feature id of success counts")
@@ -119,6 +120,60 @@ class LearningConfig:
         300.0, "seconds between compactions of the journal into a snapshot", bound="positive"
     )
     max_events: int = setting(10_000, "events per /feedback request (then 413)", bound="positive")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    """The redis store: the shared arm state in Redis (or a Redis Cluster), mirrored
+    into each replica's live arm table (mab/store/redis.py, mab/state/mirror.py)."""
+
+    url: str | None = setting(
+        None,
+        "redis://HOST:PORT/DB or rediss://... of the shared arm state (--store redis)",
+        flag="--redis-url",
+        metavar="URL",
+    )
+    prefix: str = setting(
+        "mab", "key prefix: independent bandits can share one Redis", flag="--redis-prefix"
+    )
+    cluster: bool = setting(
+        False,
+        "the URL names a node of a Redis Cluster (detected when not given)",
+        flag="--redis-cluster",
+    )
+    timeout: float = setting(
+        0.08,
+        "seconds a /feedback may wait for Redis before it answers 503",
+        flag="--redis-timeout",
+        bound="positive",
+    )
+    wait_aof: int | None = setting(
+        None,
+        "also wait until Redis' AOF and this many of its replicas have fsynced each "
+        "/feedback (WAITAOF: Redis or Valkey 7.2+, a single Redis)",
+        flag="--redis-wait-aof",
+        metavar="REPLICAS",
+        bound="non_negative",
+    )
+    stream_maxlen: int = setting(
+        10_000,
+        "entries (one per batch) each bucket's change stream keeps, about; a mirror "
+        "further behind reloads the bucket",
+        flag="--redis-stream-maxlen",
+        bound="positive",
+    )
+    stale_after: float = setting(
+        3.0,
+        "seconds without news from Redis before /health reports degraded",
+        flag="--redis-stale-after",
+        bound="positive",
+    )
+    degraded_status: int = setting(
+        200,
+        "/health status code while degraded (200 keeps the replica behind a load balancer)",
+        flag="--redis-degraded-status",
+        bound="positive",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +259,7 @@ class Config:
     vertex: VertexConfig = field(
         default_factory=VertexConfig, metadata={"group": "Vertex AI stores"}
     )
+    redis: RedisConfig = field(default_factory=RedisConfig, metadata={"group": "Redis store"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,6 +134,16 @@ class JournalFailed(HTTPError):
     retry_after = 1
 
 
+class StoreUnavailable(HTTPError):
+    """The shared store (Redis) did not acknowledge a write in time or is unreachable:
+    the write may or may not have happened, so a retry must carry its event ids
+    (503 + Retry-After)."""
+
+    status = 503
+    code = "store_unavailable"
+    retry_after = 1
+
+
 class InternalError(HTTPError):
     status = 500
     code = "internal"

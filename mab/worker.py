@@ -65,7 +65,7 @@ async def _serve(
 
     loop.add_signal_handler(RETIRE, retire)
     _let_aiohttp_use_writelines(loop)
-    state = WorkerState(config, store)
+    state = WorkerState(config, store, slot)
     await state.start()  # the store client, the sampler actors, the metrics flush
     gc.freeze()  # and what the worker set up: its clients live until it exits
     detector = detect_blocking()  # off unless MAB_DETECT_BLOCKING=1 (the tests)

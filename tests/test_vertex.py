@@ -14,7 +14,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import structlog.testing
 
+from mab.config import VertexConfig
 from mab.errors import StartupError, StoreFailed, StoreTimeout
 from mab.fake_vertex import FakeVertex, Faults
 from mab.store.vertex import VertexFeaturestoreStore, VertexOnlineStore, regional_endpoint
@@ -299,6 +301,20 @@ def test_resource_names_are_checked_at_startup() -> None:
         VertexFeaturestoreStore(vertex_config("featurestore", "x:1", entity_type="arms"))
     with pytest.raises(StartupError, match="--vertex-feature-view must look like"):
         VertexOnlineStore(vertex_config("online", "x:1", feature_view=ENTITY_TYPE))
+
+
+def test_the_legacy_featurestore_warns_of_its_shutoff() -> None:
+    """--store vertex-featurestore warns at start-up of the day Google shuts its online
+    APIs off, naming the store to move to; vertex-online does not warn, and reads in
+    batches (v1beta1 StreamingFetchFeatureValues) unless told otherwise."""
+    with structlog.testing.capture_logs() as logs:
+        VertexFeaturestoreStore(vertex_config("featurestore", "x:1"))
+        VertexOnlineStore(vertex_config("online", "x:1"))
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert len(warnings) == 1, logs
+    assert warnings[0]["shutoff"] == "2027-02-17" and "2027-02-17" in warnings[0]["event"]
+    assert warnings[0]["replacement"] == "vertex-online"
+    assert VertexConfig().streaming
 
 
 def test_missing_credentials_stop_startup(monkeypatch: pytest.MonkeyPatch) -> None:

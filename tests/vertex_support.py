@@ -74,8 +74,8 @@ def store_args(kind: str, address: str) -> list[str]:
         args = ["--store", "vertex-featurestore", "--vertex-entity-type", ENTITY_TYPE]
     else:
         args = ["--store", "vertex-online", "--vertex-feature-view", FEATURE_VIEW]
-        if kind == "online-streaming":
-            args.append("--vertex-streaming")
+        if kind == "online":
+            args.append("--no-vertex-streaming")  # the batch read is the default
     return [*args, "--vertex-endpoint", address, "--vertex-insecure"]
 
 

@@ -215,6 +215,13 @@ class ArmTable:
         """See mab_table_apply; the caller holds the lock."""
         return self.native.apply(now, window, src, spans, ds, df, event_src, event_spans)
 
+    def set(
+        self, src: bytes, spans: Spans, successes: FloatArray, failures: FloatArray, t: FloatArray
+    ) -> None:
+        """See mab_table_set (counts kept elsewhere, as of times t); the caller holds the
+        lock. ArmTableFull, and nothing changes, when its new arms do not fit."""
+        self.native.set(src, spans, successes, failures, t)
+
     # ---------------------------------------------------------------- snapshots
 
     def export(self, extra: dict[str, Any] | None = None) -> bytes:

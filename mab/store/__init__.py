@@ -30,10 +30,18 @@ def _vertex_online(config: Config) -> FeatureStore:
     return store
 
 
+def _redis(config: Config) -> FeatureStore:
+    from mab.store.redis import RedisStore
+
+    store: FeatureStore = RedisStore(config)
+    return store
+
+
 _FACTORIES: dict[str, Callable[[Config], FeatureStore]] = {
     "embedded": _embedded,
     "vertex-featurestore": _vertex_featurestore,
     "vertex-online": _vertex_online,
+    "redis": _redis,
 }
 
 

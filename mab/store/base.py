@@ -40,6 +40,8 @@ class StoreHealth:
     ok: bool
     reason: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
+    degraded: bool = False  # serving, from state that may be stale
+    status: int = 200  # the /health status code while degraded
 
 
 class Learn(Protocol):
@@ -55,7 +57,9 @@ class FeatureStore(Protocol):
 
     name: str
 
-    async def start(self) -> None: ...
+    async def start(self, worker: int = 0) -> None:
+        """`worker` is the worker's slot (0 .. --workers - 1), kept across respawns."""
+        ...
 
     async def close(self) -> None: ...
 

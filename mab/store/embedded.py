@@ -39,7 +39,7 @@ class EmbeddedStore:
         self.table, self.durable = open_state(self.catalog, config.learning, self._now())
         self._log: NoLog | JournalLog = NoLog()
 
-    async def start(self) -> None:
+    async def start(self, worker: int = 0) -> None:
         pass
 
     async def close(self) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import structlog
 
 from mab.config import Config, VertexConfig
 from mab.errors import HTTPError, NotSupported, StartupError, StoreTimeout
@@ -36,7 +37,10 @@ if TYPE_CHECKING:
     from mab.state.table import ArmCounts
     from mab.store.base import Learn
 
+_log = structlog.get_logger("mab.store.vertex")
 _UNKNOWN = (0.0, 0.0)
+# Google shuts the legacy Featurestore's APIs off on this day (the banner on its docs).
+FEATURESTORE_SHUTOFF = "2027-02-17"
 _LOCATION = re.compile(r"^projects/[^/]+/locations/(?P<location>[^/]+)/")
 
 
@@ -93,7 +97,7 @@ class VertexStore:
         self._failures = 0  # consecutive failed fetches
         self._last_error = ""
 
-    async def start(self) -> None:
+    async def start(self, worker: int = 0) -> None:
         await self._reader.open()
 
     async def close(self) -> None:
@@ -198,6 +202,12 @@ class VertexFeaturestoreStore(VertexStore):
             "--vertex-entity-type",
         )
         super().__init__(config, resource, FeaturestoreReader)
+        _log.warning(
+            "the legacy Vertex AI Featurestore's online APIs shut off on "
+            f"{FEATURESTORE_SHUTOFF}: move to the Vertex AI Feature Store, --store vertex-online",
+            shutoff=FEATURESTORE_SHUTOFF,
+            replacement="vertex-online",
+        )
 
 
 class VertexOnlineStore(VertexStore):

@@ -155,7 +155,8 @@ def main() -> int:
         "mixed_rps_median": round(med("mixed", lambda x: x["rps"])),
         "feedback_server_p99_ms": [round(x, 2) for x in fb],
         "mixed_predict_server_p99_ms": [
-            round(row["mixed"]["server"]["/predict"]["p99_ms"], 2) for row in rows
+            round(row["mixed"]["server"].get("/predict", {}).get("p99_ms", float("nan")), 2)
+            for row in rows
         ],
         "predict_only_server_p99_ms": [
             round(row["predict_only"]["server"]["/predict"]["p99_ms"], 2) for row in rows

@@ -32,6 +32,9 @@ _ALLOWED: list[tuple[str, list[str], list[str]]] = [
     # Finding the credentials reads files: once, in the parent, before any loop runs
     # (the tests build stores inside a loop).
     ("mab/store/vertex.py", ["_check_credentials"], _ANY),
+    # TLS to Redis (rediss://): redis-py builds its SSL context, reading the CA and
+    # certificate files, at a worker's first connection; once, then cached.
+    ("redis/asyncio/connection.py", ["get"], _ANY),
     # Log lines go out in one write(2) per loop iteration, by design (mab/log.py).
     ("mab/log.py", ["_write", "flush"], ["io.BufferedWriter.write", "os.write"]),
     # Metrics: the shared values are mmap'd files behind a lock held for microseconds;

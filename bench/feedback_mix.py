@@ -30,18 +30,7 @@ import psutil
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import catalog  # noqa: E402  (bench/catalog.py, beside this script)
-from run import free_port, wait_healthy  # noqa: E402
-
-
-def tree_cpu(proc: psutil.Process) -> float:
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            times = p.cpu_times()
-            total += times.user + times.system
-        except psutil.Error:
-            pass
-    return total
+from run import free_port, tree_cpu, wait_healthy  # noqa: E402
 
 
 def wrk(url: str, env: dict[str, str], conns: int, seconds: int) -> dict[str, float]:

@@ -41,16 +41,19 @@ class Target:
     proc: psutil.Process | None  # the server's process when we started it
 
     def cpu_seconds(self) -> float:
-        if self.proc is None:
-            return float("nan")
-        total = 0.0
-        for p in [self.proc, *self.proc.children(recursive=True)]:
-            try:
-                times = p.cpu_times()
-                total += times.user + times.system
-            except psutil.Error:
-                pass
-        return total
+        return float("nan") if self.proc is None else tree_cpu(self.proc)
+
+
+def tree_cpu(proc: psutil.Process) -> float:
+    """User + system CPU seconds of a process and all its children (a server's tree)."""
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
 
 
 def free_port() -> int:

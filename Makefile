@@ -54,10 +54,12 @@ wrk:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 
 # redis-server and redis-cli for the redis store's tests (they start their own servers on
-# free ports; Debian's package also starts a daemon on 6379, which nothing here uses).
+# free ports; Debian's package also starts a daemon on 6379, which nothing here uses), and
+# openssl, which makes the certificates of the rediss:// test.
 redis:
 	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq redis-server redis-tools >/dev/null; }
+	@command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }
 
 bench: venv wrk
 	$(BIN)/python bench/run.py $(ARGS)

@@ -7,11 +7,14 @@ A missing redis-server fails the test: `make test` installs it.
 
 from __future__ import annotations
 
+import http.client
+import json
 import shutil
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +24,8 @@ import pytest
 import redis
 import redis.cluster
 
-from tests.support import HOST, free_port
+from mab.store.redis_layout import N_BUCKETS, bucket_keys
+from tests.support import HOST, ServerProcess, free_port
 
 
 def redis_binary(name: str = "redis-server") -> str:
@@ -177,3 +181,44 @@ def redis_cluster(
     finally:
         for node in nodes:
             node.stop()
+
+
+def post_concurrently(
+    servers: Sequence[ServerProcess],
+    clients: int,
+    batches: Callable[[int], list[list[dict[str, Any]]]],
+) -> list[tuple[int, bytes]]:
+    """`clients` threads, client n on servers[n % len(servers)] over one keep-alive
+    connection, each posting the /feedback batches `batches(n)`; the answers that were
+    not 200."""
+    failures: list[tuple[int, bytes]] = []
+
+    def client(n: int) -> None:
+        server = servers[n % len(servers)]
+        conn = http.client.HTTPConnection(HOST, server.port, timeout=30)
+        try:
+            for events in batches(n):
+                body = json.dumps({"events": events})
+                conn.request("POST", "/feedback", body, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                answer = response.read()
+                if response.status != 200:
+                    failures.append((response.status, answer))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return failures
+
+
+def bucket_sizes(server: RedisServer, prefix: str = "mab") -> list[int]:
+    """Arms in each bucket's hash."""
+    client = server.client()
+    try:
+        return [client.hlen(bucket_keys(prefix, b).arms) for b in range(N_BUCKETS)]
+    finally:
+        client.close()

@@ -5,14 +5,11 @@ back, a trimmed stream reloaded, bad bodies and full tables changing nothing."""
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,8 +19,14 @@ from urllib.parse import quote
 import pytest
 
 from mab.store.redis_layout import N_BUCKETS, bucket_keys, bucket_of, unpack_counts
-from tests.redis_support import RedisServer, redis_server
-from tests.support import HOST, ServerProcess, run_server
+from tests.redis_support import (
+    RedisCluster,
+    RedisServer,
+    bucket_sizes,
+    post_concurrently,
+    redis_server,
+)
+from tests.support import ServerProcess, run_server
 from tests.test_feedback import BAD_BODIES
 
 JSON = {"Content-Type": "application/json"}
@@ -80,7 +83,10 @@ def counts(server: ServerProcess, arm_id: str) -> tuple[float, float] | None:
     return body["successes"], body["failures"]
 
 
-def in_redis(server: RedisServer, arm_id: str, prefix: str = "mab") -> tuple[float, float] | None:
+def in_redis(
+    server: RedisServer | RedisCluster, arm_id: str, prefix: str = "mab"
+) -> tuple[float, float] | None:
+    """An arm's counts as Redis (or a Cluster) holds them; None if it has none."""
     client = server.client()
     try:
         raw = client.hget(bucket_keys(prefix, bucket_of(arm_id)).arms, arm_id)
@@ -113,29 +119,15 @@ def test_concurrent_feedback_to_two_replicas_gives_exact_totals(redis: RedisServ
     arms = [f"arm-{i}" for i in range(8)]
     assert len({bucket_of(a) for a in arms}) > 3  # several buckets per batch
 
-    def client(server: ServerProcess, n: int) -> None:
-        conn = http.client.HTTPConnection(HOST, server.port, timeout=30)
-        try:
-            for batch in range(20):
-                events = [
-                    {"id": arms[(n + batch + i) % 8], "reward": 1, "count": 2} for i in range(8)
-                ]
-                events.append({"id": arms[n % 8], "reward": 0})
-                conn.request("POST", "/feedback", json.dumps({"events": events}), JSON)
-                response = conn.getresponse()
-                body = response.read()
-                if response.status != 200:
-                    failures.append((response.status, body))
-        finally:
-            conn.close()
+    def batches(n: int) -> list[list[dict[str, Any]]]:
+        return [
+            [{"id": arms[(n + batch + i) % 8], "reward": 1, "count": 2} for i in range(8)]
+            + [{"id": arms[n % 8], "reward": 0}]
+            for batch in range(20)
+        ]
 
-    failures: list[tuple[int, bytes]] = []
     with replica(redis) as a, replica(redis) as b:
-        threads = [threading.Thread(target=client, args=((a, b)[n % 2], n)) for n in range(12)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        failures = post_concurrently((a, b), 12, batches)
         assert not failures
         # Each batch: 8 events of 2 successes, one per arm; 1 failure on arm n % 8.
         expected = {arm: (12 * 20 * 2.0, 20.0 * len(range(i, 12, 8))) for i, arm in enumerate(arms)}
@@ -363,11 +355,7 @@ def test_buckets_spread_ids(redis: RedisServer) -> None:
     """Ids spread over every bucket (the key layout in mab/store/redis_layout.py)."""
     with replica(redis) as a:
         feedback(a, [{"id": f"spread-{i}", "reward": 1} for i in range(200)])
-    client = redis.client()
-    try:
-        sizes = [client.hlen(bucket_keys("mab", b).arms) for b in range(N_BUCKETS)]
-    finally:
-        client.close()
+    sizes = bucket_sizes(redis)
     assert sum(sizes) == 200 and min(sizes) > 0
 
 
@@ -395,11 +383,7 @@ def test_load_catalog_bulk_loads_into_running_and_new_replicas(
             assert counts(a, f"arm-{i:05d}") == (i % 7, i % 11)
         feedback(a, [{"id": "arm-00003", "reward": 1}])
         until(lambda: counts(a, "arm-00003") == (4.0, 3.0))
-    client = redis.client()
-    try:
-        sizes = [client.hlen(bucket_keys("mab", b).arms) for b in range(N_BUCKETS)]
-    finally:
-        client.close()
+    sizes = bucket_sizes(redis)
     assert sum(sizes) == 20_000 and min(sizes) > 0
     with replica(redis) as b:
         assert b.request("GET", "/health").json()["arms"] == 20_000

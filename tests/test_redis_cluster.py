@@ -4,19 +4,16 @@ slot, and two replicas agree on exact totals, event ids and a bulk load."""
 
 from __future__ import annotations
 
-import http.client
-import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mab.store.redis_layout import N_BUCKETS, bucket_keys, bucket_of, unpack_counts
-from tests.redis_support import RedisCluster, redis_cluster
-from tests.support import HOST, ServerProcess, run_server
-from tests.test_redis import JSON, counts, feedback, feedback_until_ok, load_catalog, until
+from mab.store.redis_layout import N_BUCKETS, bucket_keys, bucket_of
+from tests.redis_support import RedisCluster, post_concurrently, redis_cluster
+from tests.support import run_server
+from tests.test_redis import counts, feedback, feedback_until_ok, in_redis, load_catalog, until
 
 
 @pytest.fixture
@@ -28,18 +25,6 @@ def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
 def replica(cluster: RedisCluster, *args: str) -> Any:
     common = ("--store", "redis", "--redis-cluster", "--redis-url", cluster.url)
     return run_server(*common, "--redis-timeout", "5", *args)
-
-
-def in_cluster(cluster: RedisCluster, arm_id: str) -> tuple[float, float] | None:
-    client = cluster.client()
-    try:
-        raw = client.hget(bucket_keys("mab", bucket_of(arm_id)).arms, arm_id)
-    finally:
-        client.close()
-    if raw is None:
-        return None
-    s, f, _ = unpack_counts([raw])[0].tolist()
-    return s, f
 
 
 def test_buckets_cover_every_master(cluster: RedisCluster) -> None:
@@ -61,32 +46,17 @@ def test_two_replicas_on_a_cluster_give_exact_totals(cluster: RedisCluster) -> N
     is applied once."""
     arms = [f"c-{i}" for i in range(48)]
     assert {bucket_of(a) for a in arms} == set(range(N_BUCKETS))
-    failures: list[tuple[int, bytes]] = []
 
-    def client(server: ServerProcess, n: int) -> None:
-        conn = http.client.HTTPConnection(HOST, server.port, timeout=30)
-        try:
-            for _ in range(10):
-                events = [{"id": arm, "reward": 1} for arm in arms]
-                events.append({"id": arms[n], "reward": 0, "count": 2})
-                conn.request("POST", "/feedback", json.dumps({"events": events}), JSON)
-                response = conn.getresponse()
-                body = response.read()
-                if response.status != 200:
-                    failures.append((response.status, body))
-        finally:
-            conn.close()
+    def batches(n: int) -> list[list[dict[str, Any]]]:
+        events = [{"id": arm, "reward": 1} for arm in arms]
+        return [[*events, {"id": arms[n], "reward": 0, "count": 2}] for _ in range(10)]
 
     with replica(cluster) as a, replica(cluster) as b:
-        threads = [threading.Thread(target=client, args=((a, b)[n % 2], n)) for n in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        failures = post_concurrently((a, b), 6, batches)
         assert not failures
         for i, arm in enumerate(arms):
             want = (60.0, 20.0 if i < 6 else 0.0)
-            assert in_cluster(cluster, arm) == want
+            assert in_redis(cluster, arm) == want
             for server in (a, b):
                 until(lambda s=server, x=arm, w=want: counts(s, x) == w)
         event = {"id": "c-once", "reward": 1, "event_id": "c-evt"}
@@ -119,7 +89,7 @@ def test_a_cluster_is_detected_without_the_flag(cluster: RedisCluster) -> None:
         assert a.wait_for_log("event", "the redis URL names a Cluster node: Cluster mode")
         feedback(a, [{"id": f"d-{i}", "reward": 1} for i in range(48)])
         until(lambda: counts(a, "d-47") == (1.0, 0.0))
-    assert in_cluster(cluster, "d-47") == (1.0, 0.0)
+    assert in_redis(cluster, "d-47") == (1.0, 0.0)
     with pytest.raises(AssertionError, match="not yet a Cluster"):
         with run_server(*common, "--redis-wait-aof", "0"):
             pass

@@ -113,8 +113,12 @@ class WorkerState:
 Route = Callable[[WorkerState, web.BaseRequest], Awaitable[web.Response]]
 
 
+def error_body(error: HTTPError) -> bytes:
+    return orjson.dumps({"error": {"code": error.code, "message": error.message}})
+
+
 def error_response(error: HTTPError) -> web.Response:
-    body = orjson.dumps({"error": {"code": error.code, "message": error.message}})
+    body = error_body(error)
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
     return web.Response(
         status=error.status, body=body, content_type="application/json", headers=headers
@@ -361,18 +365,13 @@ def _log_requests(lines: list[RequestLine]) -> None:
         )
 
 
-# The answer to a connection over --max-connections, written before it is closed.
+# The answer to a connection over --max-connections, written before it is closed: the
+# error rendered as every other, in the bytes of a whole response.
+_TOO_MANY = Overloaded("too many open connections, retry later", "connections")
 _TOO_MANY_CONNECTIONS = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-    b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
-) % (
-    len(
-        body := orjson.dumps(
-            {"error": {"code": "overloaded", "message": "too many open connections, retry later"}}
-        )
-    ),
-    body,
-)
+    b"Retry-After: %d\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+) % (_TOO_MANY.retry_after, len(error_body(_TOO_MANY)), error_body(_TOO_MANY))
 
 
 class _Connection(RequestHandler):
@@ -392,7 +391,7 @@ class _Connection(RequestHandler):
         super().connection_made(transport)
         metrics = self._server.state.metrics
         if metrics.connections >= self._server.state.config.max_connections:
-            metrics.shed("connections")
+            metrics.shed(_TOO_MANY.reason)
             cast(asyncio.Transport, transport).write(_TOO_MANY_CONNECTIONS)
             self.force_close()
             return

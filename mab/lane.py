@@ -93,7 +93,7 @@ class InlineLane:
         run the oldest waiting jobs within the budget."""
         self._spent = None
         jobs = self._jobs
-        if jobs and self._clock() - jobs[0].queued >= self._max_wait:
+        if jobs:
             now = self._clock()
             while jobs and now - jobs[0].queued >= self._max_wait:
                 self._shed(jobs.popleft(), now)

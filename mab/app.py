@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from http import HTTPStatus
 from importlib import resources
 from itertools import count
 from typing import Any, cast
@@ -21,6 +22,8 @@ import orjson
 import structlog
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
@@ -69,6 +72,29 @@ class WorkerState:
 
     def next_request_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):x}"
+
+    def answered(
+        self,
+        started: float,
+        request_id: str,
+        method: str,
+        path: str,
+        label: str,
+        status: int,
+        prediction: Prediction | None,
+    ) -> None:
+        """Count an answered request, and queue its log line."""
+        elapsed = time.perf_counter() - started
+        metrics = self.metrics
+        metrics.request(label, status)
+        figures = None
+        if prediction is not None:
+            metrics.prediction(elapsed, prediction.items, prediction.unknown, prediction.queue_s)
+            figures = prediction.figures()
+        if self.config.access_log:
+            self.request_lines.add(
+                (time.time(), request_id, method, path, status, elapsed, figures)
+            )
 
     @property
     def pipeline(self) -> Pipeline:
@@ -185,16 +211,12 @@ async def _predict(state: WorkerState, request: web.BaseRequest) -> web.Response
     config = state.config
     _admit_json(state, request)
     state.inflight += 1
-    started = time.perf_counter()
     try:
         body = await _read_body(request, config.max_body_bytes, config.read_timeout)
         prediction = await state.pipeline.predict(body)
     finally:
         state.inflight -= 1
     request[_PREDICTION] = prediction
-    state.metrics.prediction(
-        time.perf_counter() - started, prediction.items, prediction.unknown, prediction.queue_s
-    )
     return web.Response(body=prediction.body, content_type="application/json")
 
 
@@ -291,8 +313,6 @@ _PREDICTION = "mab.prediction"  # request-local: the Prediction, for its log lin
 def make_handler(state: WorkerState) -> Callable[[web.BaseRequest], Awaitable[web.Response]]:
     """The one handler of the server: route, render errors as JSON, count, log."""
     metrics = state.metrics
-    access_log = state.config.access_log
-    request_lines = state.request_lines
 
     async def handle(request: web.BaseRequest) -> web.Response:
         started = time.perf_counter()
@@ -322,14 +342,9 @@ def make_handler(state: WorkerState) -> Callable[[web.BaseRequest], Awaitable[we
             response.force_close()  # Connection: close: the client will not reuse it
         # One label per route, not per arm id: /arms/{id} is one path.
         label = "other" if methods is None else "/arms/{id}" if route_path == ARMS_PREFIX else path
-        metrics.request(label, response.status)
-        if access_log:
-            elapsed, status = time.perf_counter() - started, response.status
-            prediction: Prediction | None = request.get(_PREDICTION)
-            figures = None if prediction is None else prediction.figures()
-            request_lines.add(
-                (time.time(), request_id, request.method, path, status, elapsed, figures)
-            )
+        prediction: Prediction | None = request.get(_PREDICTION)
+        method, status = request.method, response.status
+        state.answered(started, request_id, method, path, label, status, prediction)
         return response
 
     return handle
@@ -365,6 +380,18 @@ def _log_requests(lines: list[RequestLine]) -> None:
         )
 
 
+# The heads of answers written by _Connection._answer_now, as aiohttp writes them.
+_OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+_SERVER = SERVER_SOFTWARE.encode()
+
+
+def _error_head(error: HTTPError) -> bytes:
+    head = b"HTTP/1.1 %d %s\r\n" % (error.status, HTTPStatus(error.status).phrase.encode())
+    if error.retry_after is not None:
+        head += b"Retry-After: %d\r\n" % error.retry_after
+    return head + b"Content-Type: application/json\r\n"
+
+
 # The answer to a connection over --max-connections, written before it is closed: the
 # error rendered as every other, in the bytes of a whole response.
 _TOO_MANY = Overloaded("too many open connections, retry later", "connections")
@@ -386,6 +413,12 @@ class _Connection(RequestHandler):
         self._server = manager
         self._header_timer: asyncio.TimerHandle | None = None
         self._counted = False
+        self._waiting: asyncio.Future[Prediction] | None = None  # a /predict of _predict's
+        self._looping = False  # aiohttp's request loop (start) has begun
+
+    async def start(self) -> None:
+        self._looping = True
+        await super().start()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -403,11 +436,29 @@ class _Connection(RequestHandler):
             self._server.state.metrics.connections -= 1
             self._counted = False
         self._stop_header_timer()
+        if self._waiting is not None:
+            self._waiting.cancel()  # the lane skips it; _answer only ends the wait
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         requests = self._request_count
-        super().data_received(data)
+        waiter = self._waiter
+        # aiohttp's request loop is idle when it waits for a request, or has not run
+        # yet (a connection's first request often comes before it does).
+        if (self._looping and (waiter is None or waiter.done())) or self._messages:
+            super().data_received(data)
+        else:
+            # Parse without waking the loop, and answer a /predict from here if it is
+            # an ordinary one.
+            self._waiter = None
+            try:
+                super().data_received(data)
+            finally:
+                self._waiter = waiter
+            messages = self._messages
+            if messages and not (len(messages) == 1 and self._predict(*messages[0])):
+                if waiter is not None:
+                    waiter.set_result(None)
         if self._request_count != requests:  # a request's headers are complete
             self._stop_header_timer()
         elif (
@@ -418,6 +469,120 @@ class _Connection(RequestHandler):
             self._header_timer = self._loop.call_later(
                 self._server.state.config.header_timeout, self._headers_timed_out
             )
+
+    def _predict(self, message: Any, payload: StreamReader) -> bool:
+        """Take an ordinary /predict (its whole body here, keep-alive, JSON) past
+        aiohttp's request, task and response objects, into the same pipeline: a
+        share of a 400-id request's CPU (bench/RESULTS.md, section 10). False:
+        aiohttp's request loop takes it (make_handler)."""
+        state = self._server.state
+        if not (
+            type(message) is RawRequestMessage  # not a parse error
+            and message.path == "/predict"
+            and message.method == "POST"
+            and not message.should_close
+            and not message.chunked
+            and payload.is_eof()
+            and not state.draining
+            and message.headers.get("Content-Type") == "application/json"
+        ):
+            return False
+        request_id = message.headers.get("X-Request-ID")
+        if request_id is not None and not (request_id.isascii() and request_id.isprintable()):
+            return False
+        started = time.perf_counter()
+        self._messages.popleft()
+        assert self._parser is not None
+        self._parser.message_consumed()
+        self._server.requests_count += 1
+        request_id = request_id or state.next_request_id()
+        body = payload.read_nowait(-1)
+        config = state.config
+        try:
+            if state.inflight >= config.max_inflight:
+                raise Overloaded(
+                    f"{state.inflight} requests in progress in this worker, retry later",
+                    "inflight",
+                )
+            if len(body) > config.max_body_bytes:
+                raise PayloadTooLarge(
+                    f"body of {len(body)} bytes is over the limit of {config.max_body_bytes}"
+                )
+            answer = asyncio.ensure_future(state.pipeline.predict(body))
+        except Exception as exc:
+            self._answer(started, request_id, error=exc)
+            return True
+        if answer.done():  # scored at once, in this turn of the lane
+            self._answer(started, request_id, answer)
+            return True
+        # Wait for the lane, as a request in aiohttp's loop would, and read no more of
+        # this connection until answered: its answers go out in order.
+        state.inflight += 1
+        self._request_in_progress = True
+        self._waiting = answer
+        assert self.transport is not None
+        self.transport.pause_reading()
+        answer.add_done_callback(lambda done: self._answer(started, request_id, done))
+        return True
+
+    def _answer(
+        self,
+        started: float,
+        request_id: str,
+        done: asyncio.Future[Prediction] | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        """Write the answer to a request `_predict` took, count it and log it."""
+        state = self._server.state
+        if self._waiting is not None:  # it waited: end that
+            self._waiting = None
+            state.inflight -= 1
+            self._request_in_progress = False
+            if self._handler_waiter is not None:  # a shutdown waits for it
+                self._handler_waiter.set_result(None)
+            if done is not None and done.cancelled():  # the connection went away
+                return
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.resume_reading()
+        prediction: Prediction | None = None
+        if done is not None:
+            error = done.exception()
+            if error is None:
+                prediction = done.result()
+        answer: bytes | bytearray
+        if prediction is not None:
+            status, head, answer = 200, _OK, prediction.body
+        else:
+            if not isinstance(error, HTTPError):
+                _log.error(
+                    "unhandled error", request_id=request_id, path="/predict", error=repr(error)
+                )
+                error = InternalError("internal server error")
+            elif isinstance(error, Overloaded):
+                state.metrics.shed(error.reason)
+            status, head, answer = error.status, _error_head(error), error_body(error)
+        state.answered(started, request_id, "POST", "/predict", "/predict", status, prediction)
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.writelines(
+                (
+                    head,
+                    b"X-Request-ID: %s\r\nContent-Length: %d\r\nDate: %s\r\nServer: %s\r\n\r\n"
+                    % (request_id.encode(), len(answer), rfc822_formatted_time().encode(), _SERVER),
+                    answer,
+                )
+            )
+            self._keep_alive()
+
+    def _keep_alive(self) -> None:
+        """What aiohttp's request loop does after an answer: (re)start the idle timer."""
+        self._keepalive = True
+        loop = self._loop
+        close_time = loop.time() + self._keepalive_timeout
+        self._next_keepalive_close_time = close_time
+        if self._keepalive_handle is None:
+            self._keepalive_handle = loop.call_at(close_time, self._process_keepalive)
 
     def _stop_header_timer(self) -> None:
         if self._header_timer is not None:

@@ -59,18 +59,23 @@ class InlineLane:
         self._max_wait = max_wait
         self.shed = 0  # jobs answered Overloaded for their wait
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+    def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """`fn(*args)` now if this turn has room and nothing waits, else in a later
-        turn, after the requests that came first. Exceptions reach the caller."""
+        turn, after the requests that came first. Its outcome comes in the future,
+        done already when it ran now: a caller may take it without a loop turn."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # first use, or a new loop (tests): start afresh
             self._loop, self._spent = loop, None
             self._jobs.clear()
-        if not self._jobs and (self._spent is None or self._spent < self._budget):
-            return self._run_now(fn, args)
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.append(_Job(future, fn, args, self._clock()))
-        return await future
+        if not self._jobs and (self._spent is None or self._spent < self._budget):
+            try:
+                future.set_result(self._run_now(fn, args))
+            except Exception as exc:  # handed to the caller
+                future.set_exception(exc)
+        else:
+            self._jobs.append(_Job(future, fn, args, self._clock()))
+        return future
 
     @property
     def waiting(self) -> int:

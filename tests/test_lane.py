@@ -121,11 +121,10 @@ def test_a_cancelled_waiting_job_never_runs() -> None:
     async def main() -> list[str]:
         lane = _lane(0.001)
         ran: list[str] = []
-        first = asyncio.ensure_future(lane.run(lambda: (ran.append("first"), _busy(0.002))))
-        waiting = asyncio.ensure_future(lane.run(ran.append, "cancelled"))
-        last = asyncio.ensure_future(lane.run(ran.append, "last"))
-        await asyncio.sleep(0)  # the first job fills this turn; the others queue
-        assert lane.waiting == 2
+        first = lane.run(lambda: (ran.append("first"), _busy(0.002)))
+        waiting = lane.run(ran.append, "cancelled")
+        last = lane.run(ran.append, "last")
+        assert lane.waiting == 2  # the first job filled this turn; the others queue
         waiting.cancel()
         await asyncio.gather(first, last)
         with pytest.raises(asyncio.CancelledError):
@@ -147,7 +146,11 @@ def test_a_lane_outlives_its_loop() -> None:
     first = asyncio.new_event_loop()
     first.run_until_complete(fill_the_last_turn())
     first.close()
-    assert asyncio.run(asyncio.wait_for(lane.run(lambda: "ok"), 1.0)) == "ok"
+
+    async def again() -> str:
+        return await asyncio.wait_for(lane.run(lambda: "ok"), 1.0)
+
+    assert asyncio.run(again()) == "ok"
 
 
 def test_jobs_that_waited_past_max_wait_are_shed() -> None:

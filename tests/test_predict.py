@@ -15,7 +15,7 @@ from mab.catalog import Catalog
 from mab.config import Config
 from mab.native import gate, twin
 from mab.native.scoring import literal_key
-from mab.predict import FetchScore, Pipeline, TableScore
+from mab.predict import FetchScore, Pipeline, Prediction, TableScore
 from mab.request import parse_request
 from mab.runner import InlineRunner
 from mab.state.table import ArmTable
@@ -61,6 +61,15 @@ def _fetch_pipeline(catalog: Catalog) -> Pipeline:
     return Pipeline(FetchScore(fetch, InlineRunner(CONFIG)), max_items=10_000)
 
 
+def _predict(pipeline: Pipeline, body: bytes) -> Prediction:
+    """One prediction in a loop of its own (the pipeline runs inside a running loop)."""
+
+    async def predict() -> Prediction:
+        return await pipeline.predict(body)
+
+    return asyncio.run(predict())
+
+
 def _body(n: int, top_k: int | None, escaped: bool = False) -> bytes:
     items = [IDS[(i * 7) % len(IDS)] if i % 10 else f"new_{i}" for i in range(n)]
     body = json.dumps({"user_id": "u", "items": items, "top_k": top_k, "seed": 11})
@@ -78,8 +87,8 @@ def test_table_and_fetched_counts_answer_alike(n: int, top_k: int | None, escape
     catalog = _catalog()
     body = _body(n, top_k, escaped)
     assert (parse_request(body, 10_000).items.buffer is body) == (not escaped)
-    table = asyncio.run(_table_pipeline(catalog).predict(body))
-    fetched = asyncio.run(_fetch_pipeline(catalog).predict(body))
+    table = _predict(_table_pipeline(catalog), body)
+    fetched = _predict(_fetch_pipeline(catalog), body)
     assert table.body == fetched.body
     assert table.unknown == fetched.unknown == sum(1 for i in range(n) if i % 10 == 0)
     answer = json.loads(table.body)
@@ -125,8 +134,8 @@ def test_unseeded_draws_follow_the_counts() -> None:
     catalog = _catalog()
     pipeline = _table_pipeline(catalog)
     body = json.dumps({"items": [IDS[0]] * 4000}).encode()
-    first = asyncio.run(pipeline.predict(body))
-    second = asyncio.run(pipeline.predict(body))
+    first = _predict(pipeline, body)
+    second = _predict(pipeline, body)
     assert first.body != second.body
     scores = np.array([item["score"] for item in json.loads(first.body)["items"]])
     a = 2.0 + catalog.successes[0]
@@ -145,8 +154,9 @@ class FakeClock:
 
 def test_queue_time_is_the_wait_for_the_inline_lane() -> None:
     """Six requests at once, each 2 ms of work (on an injected clock) against the lane's
-    1 ms budget: the first runs at once, each later one waits 2 ms more, for the one
-    before it."""
+    1 ms budget: the first runs at once, as it is asked for, and fills the turn. The
+    five after it queue when it is done: the second waits for nothing, each later one
+    2 ms more, for the one before it."""
     clock = FakeClock()
 
     def now() -> float:  # read inside each request's job: the job's 2 ms of work
@@ -163,4 +173,4 @@ def test_queue_time_is_the_wait_for_the_inline_lane() -> None:
         return [result.queue_s for result in results]
 
     waits = asyncio.run(burst())
-    assert waits == pytest.approx([0.0, 0.002, 0.004, 0.006, 0.008, 0.010])
+    assert waits == pytest.approx([0.0, 0.0, 0.002, 0.004, 0.006, 0.008])

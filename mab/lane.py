@@ -63,9 +63,12 @@ class InlineLane:
         """`fn(*args)` now if this turn has room and nothing waits, else in a later
         turn, after the requests that came first. Its outcome comes in the future,
         done already when it ran now: a caller may take it without a loop turn."""
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # first use, or a new loop (tests): start afresh
-            self._loop, self._spent = loop, None
+        loop = self._loop
+        # First use, or a new loop (tests): start afresh. is_running(), not
+        # get_running_loop(), which makes a getpid() system call each time.
+        if loop is None or not loop.is_running():
+            loop = self._loop = asyncio.get_running_loop()
+            self._spent = None
             self._jobs.clear()
         future: asyncio.Future[T] = loop.create_future()
         if not self._jobs and (self._spent is None or self._spent < self._budget):

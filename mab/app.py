@@ -65,6 +65,12 @@ class WorkerState:
         self.feedback_metrics = FeedbackMetrics(lambda: int(store.health().detail.get("arms", 0)))
         self.inflight = 0
         self.draining = False
+        # The 503 for a /predict that would wait over --shed-delay for the CPU.
+        self.backlog = Overloaded(
+            f"more work is queued than this worker starts within {config.shed_delay:g} s, "
+            "retry later",
+            "backlog",
+        )
         self._ids = count(1)
         self._id_prefix = f"{os.getpid():x}-"
         self._flushing: asyncio.Task[None] | None = None
@@ -210,6 +216,8 @@ def _admit_json(state: WorkerState, request: web.BaseRequest) -> None:
 async def _predict(state: WorkerState, request: web.BaseRequest) -> web.Response:
     config = state.config
     _admit_json(state, request)
+    if not state.runner.admits():
+        raise state.backlog
     state.inflight += 1
     try:
         body = await _read_body(request, config.max_body_bytes, config.read_timeout)
@@ -426,7 +434,8 @@ class _Connection(RequestHandler):
         self._server = manager
         self._header_timer: asyncio.TimerHandle | None = None
         self._counted = False
-        self._waiting: asyncio.Future[Prediction] | None = None  # a /predict of _predict's
+        # A /predict of _predict's waiting for the lane, or its 503 being held.
+        self._waiting: asyncio.Future[Prediction] | asyncio.TimerHandle | None = None
         self._looping = False  # aiohttp's request loop (start) has begun
 
     async def start(self) -> None:
@@ -450,7 +459,7 @@ class _Connection(RequestHandler):
             self._counted = False
         self._stop_header_timer()
         if self._waiting is not None:
-            self._waiting.cancel()  # the lane skips it; _answer only ends the wait
+            self._waiting.cancel()  # the lane skips it, or the 503 is not sent
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -514,32 +523,49 @@ class _Connection(RequestHandler):
         request_id = request_id or state.next_request_id()
         body = payload.read_nowait(-1)
         config = state.config
-        try:
-            if state.inflight >= config.max_inflight:
-                raise Overloaded(
-                    f"{state.inflight} requests in progress in this worker, retry later",
-                    "inflight",
+        error: Exception | None = None
+        if state.inflight >= config.max_inflight:
+            error = Overloaded(
+                f"{state.inflight} requests in progress in this worker, retry later", "inflight"
+            )
+        elif not state.runner.admits():
+            error = state.backlog
+        elif len(body) > config.max_body_bytes:
+            error = PayloadTooLarge(
+                f"body of {len(body)} bytes is over the limit of {config.max_body_bytes}"
+            )
+        else:
+            try:
+                answer = asyncio.ensure_future(state.pipeline.predict(body))
+            except Exception as exc:
+                error = exc
+        if error is not None:
+            if isinstance(error, Overloaded) and config.shed_hold:
+                # Held, not queued: no work is done for it (--shed-hold).
+                self._wait(
+                    self._loop.call_later(
+                        config.shed_hold, self._answer, started, request_id, None, error
+                    )
                 )
-            if len(body) > config.max_body_bytes:
-                raise PayloadTooLarge(
-                    f"body of {len(body)} bytes is over the limit of {config.max_body_bytes}"
-                )
-            answer = asyncio.ensure_future(state.pipeline.predict(body))
-        except Exception as exc:
-            self._answer(started, request_id, error=exc)
+            else:
+                self._answer(started, request_id, error=error)
             return True
         if answer.done():  # scored at once, in this turn of the lane
             self._answer(started, request_id, answer)
             return True
-        # Wait for the lane, as a request in aiohttp's loop would, and read no more of
-        # this connection until answered: its answers go out in order.
+        # Wait for the lane, as a request in aiohttp's loop would.
         state.inflight += 1
-        self._request_in_progress = True
-        self._waiting = answer
-        assert self.transport is not None
-        self.transport.pause_reading()
+        self._wait(answer)
         answer.add_done_callback(lambda done: self._answer(started, request_id, done))
         return True
+
+    def _wait(self, waiting: asyncio.Future[Prediction] | asyncio.TimerHandle) -> None:
+        """A request of this connection waits for its answer: read no more of the
+        connection until it is written, so that its answers go out in order."""
+        self._request_in_progress = True
+        self._waiting = waiting
+        assert self.transport is not None
+        self.transport.pause_reading()
 
     def _answer(
         self,
@@ -552,7 +578,8 @@ class _Connection(RequestHandler):
         state = self._server.state
         if self._waiting is not None:  # it waited: end that
             self._waiting = None
-            state.inflight -= 1
+            if done is not None:  # for the lane, not a held 503
+                state.inflight -= 1
             self._request_in_progress = False
             if self._handler_waiter is not None:  # a shutdown waits for it
                 self._handler_waiter.set_result(None)

@@ -210,6 +210,18 @@ class Config:
         "seconds a /predict may wait for the CPU (the inline lane); then it gets 503",
         bound="positive",
     )
+    shed_delay: float = setting(
+        0.03,
+        "seconds of work a worker may have queued for its lane: past it, a new /predict "
+        "gets 503 before its body is parsed (0 = off)",
+        bound="non_negative",
+    )
+    shed_hold: float = setting(
+        0.25,
+        "seconds a 503 for --shed-delay is held before it is sent, so that clients "
+        "retrying at once do not spend the CPU the admitted requests need (0 = at once)",
+        bound="non_negative",
+    )
     store: StoreName = setting("embedded", "where the counts come from")
     catalog: Path | None = setting(
         None,

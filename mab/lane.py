@@ -24,6 +24,10 @@ T = TypeVar("T")
 # CPU time of inline jobs per loop turn before the loop polls its sockets again;
 # chosen against 0.2 to 3 ms (bench/RESULTS.md, section 0b).
 TURN_BUDGET_S = 0.001
+# How long the lane must have had a queue to measure the rate it drains it at.
+RATE_WINDOW_S = 0.1
+# Jobs that may always wait: a worker with at most this many connections never sheds.
+MIN_BACKLOG = 64
 
 
 class _Job:
@@ -48,6 +52,7 @@ class InlineLane:
         budget_s: float = TURN_BUDGET_S,
         clock: Callable[[], float] = time.perf_counter,
         max_wait: float = math.inf,
+        max_delay: float = 0.0,
     ) -> None:
         self._budget = budget_s
         self._jobs: deque[_Job] = deque()
@@ -58,6 +63,21 @@ class InlineLane:
         # bound on the queue in time, whatever the connections (--max-wait).
         self._max_wait = max_wait
         self.shed = 0  # jobs answered Overloaded for their wait
+        # Admission (`admits`): the expected wait of a new job, the jobs ahead of it
+        # over the rate the lane drains its queue, against --shed-delay.
+        self._max_delay = max_delay
+        self._rate = 0.0  # jobs per second, measured while there was a queue
+        self._queued_turn: float | None = None  # when the last turn began with a queue
+        self._busy = 0.0  # loop time between turns that began with a queue
+        self._drained = 0  # jobs run in those turns
+
+    def admits(self) -> bool:
+        """Whether a new job can expect to start within --shed-delay (always, when
+        that is 0): fewer jobs wait than the lane runs in that time."""
+        waiting = len(self._jobs)
+        return (
+            waiting < MIN_BACKLOG or not self._max_delay or waiting < self._rate * self._max_delay
+        )
 
     def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """`fn(*args)` now if this turn has room and nothing waits, else in a later
@@ -101,20 +121,38 @@ class InlineLane:
         run the oldest waiting jobs within the budget."""
         self._spent = None
         jobs = self._jobs
-        if jobs:
-            now = self._clock()
-            while jobs and now - jobs[0].queued >= self._max_wait:
-                self._shed(jobs.popleft(), now)
+        if not jobs:
+            if self._queued_turn is not None:  # the queue emptied in the last turn
+                self._busy += self._clock() - self._queued_turn
+                self._queued_turn = None
+            return
+        now = self._clock()
+        self._measure(now)
+        while jobs and now - jobs[0].queued >= self._max_wait:
+            self._shed(jobs.popleft(), now)
         while jobs and (self._spent is None or self._spent < self._budget):
             job = jobs.popleft()
             if job.future.cancelled():  # its request went away while it waited
                 continue
+            self._drained += 1
             try:
                 result = self._run_now(job.fn, job.args)
             except BaseException as exc:  # handed to the waiting request
                 job.future.set_exception(exc)
             else:
                 job.future.set_result(result)
+
+    def _measure(self, now: float) -> None:
+        """The drain rate: jobs run per second of loop time between turns that began
+        with a queue (so the time the loop spends on its sockets counts), averaged
+        over RATE_WINDOW_S of such time."""
+        if self._queued_turn is not None:
+            self._busy += now - self._queued_turn
+            if self._busy >= RATE_WINDOW_S:
+                rate = self._drained / self._busy
+                self._rate = rate if not self._rate else (self._rate + rate) / 2
+                self._busy, self._drained = 0.0, 0
+        self._queued_turn = now
 
     def _shed(self, job: _Job, now: float) -> None:
         if not job.future.cancelled():

@@ -33,6 +33,10 @@ class Runner(Protocol):
         """`job(scorer, *args)` where it belongs for a request of `items` ids."""
         ...
 
+    def admits(self) -> bool:
+        """Whether a new request can expect its CPU within --shed-delay."""
+        ...
+
     def start(self) -> None: ...
 
     def close(self) -> None: ...
@@ -42,11 +46,14 @@ class InlineRunner:
     """Every job on the event loop thread, through the lane."""
 
     def __init__(self, config: Config, clock: Callable[[], float] = time.perf_counter) -> None:
-        self._lane = InlineLane(clock=clock, max_wait=config.max_wait)
+        self._lane = InlineLane(clock=clock, max_wait=config.max_wait, max_delay=config.shed_delay)
         self._scorer = Scorer(config.prior_alpha, config.prior_beta)
 
     def run(self, items: int, job: Job[T], *args: Any) -> Awaitable[T]:
         return self._lane.run(job, self._scorer, *args)
+
+    def admits(self) -> bool:
+        return self._lane.admits()
 
     def start(self) -> None:
         pass
@@ -84,6 +91,9 @@ class ActorRunner:
         if items <= self._inline_max:
             return self._inline.run(items, job, *args)
         return self._on_actor(job, args)
+
+    def admits(self) -> bool:
+        return self._inline.admits()  # the threads' queue has --max-queue
 
     async def _on_actor(self, job: Job[T], args: tuple[Any, ...]) -> T:
         if self._pending >= self._max_queue:

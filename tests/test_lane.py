@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from mab.errors import Overloaded
-from mab.lane import InlineLane
+from mab.lane import MIN_BACKLOG, InlineLane
 
 
 class FakeClock:
@@ -179,3 +179,45 @@ def test_jobs_that_waited_past_max_wait_are_shed() -> None:
     for error in results[4:]:
         assert isinstance(error, Overloaded) and error.reason == "delay", error
     assert shed == 2
+
+
+def test_admission_follows_the_measured_drain_rate() -> None:
+    """Jobs of 1 ms each (injected clock), one per turn: once the lane has had a queue
+    for RATE_WINDOW_S it knows it drains ~1,000 jobs a second, so with --shed-delay
+    0.1 s it admits while fewer than ~100 wait, and refuses past that. Up to
+    MIN_BACKLOG may always wait, and --shed-delay 0 never refuses."""
+
+    async def main() -> tuple[list[bool], list[bool], bool]:
+        lane = InlineLane(budget_s=0.001, clock=CLOCK, max_delay=0.1)
+        off = InlineLane(budget_s=0.001, clock=CLOCK, max_delay=0.0)
+        jobs = [lane.run(_busy, 0.001) for _ in range(300)]
+        for _ in range(300):
+            off.run(_busy, 0.0)
+        before = [lane.admits(), off.admits()]
+        await asyncio.gather(*jobs[:150])  # 150 turns with a queue: the rate is known
+        measured = [lane.admits()]  # 150 wait
+        await asyncio.gather(*jobs[:201])
+        measured.append(lane.admits())  # 99 wait
+        await asyncio.gather(*jobs)
+        return before, measured, off.admits()
+
+    before, measured, off = asyncio.run(main())
+    assert before == [False, True]  # 299 waiting, no rate yet: over MIN_BACKLOG
+    assert measured == [False, True]  # 150 > ~100 > 99
+    assert off
+
+
+def test_min_backlog_is_always_admitted() -> None:
+    """However slow the lane, MIN_BACKLOG jobs may wait before one is refused."""
+
+    async def main() -> list[bool]:
+        lane = InlineLane(budget_s=0.001, clock=CLOCK, max_delay=1e-9)
+        lane.run(_busy, 0.002)  # fills the turn: the rest queue
+        answers = []
+        for _ in range(MIN_BACKLOG + 1):
+            answers.append(lane.admits())
+            lane.run(_busy, 0.0)
+        return answers
+
+    answers = asyncio.run(main())
+    assert answers == [True] * MIN_BACKLOG + [False]

@@ -370,6 +370,38 @@ def _ms(seconds: float) -> float:
 
 
 def _log_requests(lines: list[RequestLine]) -> None:
+    json_lines = log.json_lines()
+    if json_lines is None:  # the console format, or info lines off
+        _log_through_structlog(lines)
+        return
+    stamper, write = json_lines
+    dumps = orjson.dumps
+    rendered = []
+    # The line structlog's JSON processors would write, rendered here: a line in
+    # structlog cost twice this (bench/RESULTS.md, section 10); tests/test_log.py
+    # holds the two to the same bytes.
+    for logged_at, request_id, method, path, status, elapsed, figures in lines:
+        head = b'{"request_id":%s,"method":%s,"path":%s,"status":%d,"latency_ms":%r' % (
+            dumps(request_id),
+            dumps(method),
+            dumps(path),
+            status,
+            _ms(elapsed),
+        )
+        if figures is not None:
+            items, unknown, queue_s, fetch_s, sample_s, encode_s = figures
+            head += (
+                b',"items":%d,"unknown":%d,"queue_ms":%r,"fetch_ms":%r,"sample_ms":%r,"encode_ms":%r'
+                % (items, unknown, _ms(queue_s), _ms(fetch_s), _ms(sample_s), _ms(encode_s))
+            )
+        rendered.append(
+            b'%s,"event":"request","level":"info","timestamp":"%s"}'
+            % (head, stamper.iso(logged_at).encode())
+        )
+    write(rendered)
+
+
+def _log_through_structlog(lines: list[RequestLine]) -> None:
     info = _log.info
     for logged_at, request_id, method, path, status, elapsed, figures in lines:
         if figures is None:

@@ -59,6 +59,16 @@ class Deferred(Generic[T]):
             loop.call_soon(self.flush)
         self._pending.append(item)
 
+    def extend(self, items: list[T]) -> None:
+        """`add` each of them, in order."""
+        loop = asyncio._get_running_loop()
+        if loop is None:
+            self._handle(items)
+            return
+        if not self._pending:
+            loop.call_soon(self.flush)
+        self._pending.extend(items)
+
     def flush(self) -> None:
         pending, self._pending = self._pending, []
         if pending:
@@ -76,6 +86,10 @@ class LoopBatchedLogger:
 
     def msg(self, message: bytes) -> None:
         self._lines.add(message)
+
+    def write(self, messages: list[bytes]) -> None:
+        """Lines rendered already, written as `msg` would write each."""
+        self._lines.extend(messages)
 
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
 
@@ -103,13 +117,29 @@ class IsoTimeStamper:
         self._prefix = ""
 
     def __call__(self, _: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-        now = event.pop(LOGGED_AT, None) or time.time()
+        event["timestamp"] = self.iso(event.pop(LOGGED_AT, None) or time.time())
+        return event
+
+    def iso(self, now: float) -> str:
         second = int(now)
         if second != self._second:
             self._second = second
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        event["timestamp"] = f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
-        return event
+        return f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
+
+
+_stamper = IsoTimeStamper()
+_info = False  # whether info lines are written
+
+
+def json_lines() -> tuple[IsoTimeStamper, Callable[[list[bytes]], None]] | None:
+    """For a hot path that renders its own info lines as structlog's JSON processors
+    would (the per-request line, mab/app.py): the timestamper and the writer of
+    rendered lines. None when they are not wanted as JSON (console format, or a level
+    above info): then log through structlog."""
+    if _batched is None or not _info:
+        return None
+    return _stamper, _batched.write
 
 
 def flush() -> None:
@@ -123,9 +153,11 @@ def configure(config: Config) -> None:
     level = logging.getLevelNamesMapping()[config.log_level.upper()]
     # No merge_contextvars: nothing is bound through contextvars, and copying
     # them costs every line.
+    global _batched, _info
+    _info = level <= logging.INFO
     shared: list[Any] = [
         structlog.processors.add_log_level,
-        IsoTimeStamper(),
+        _stamper,
     ]
     if config.log_format == "json":
         processors = [
@@ -133,7 +165,6 @@ def configure(config: Config) -> None:
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(serializer=_orjson_dumps),
         ]
-        global _batched
         _batched = LoopBatchedLogger(sys.stdout.buffer)
         logger = _batched
 
@@ -141,6 +172,7 @@ def configure(config: Config) -> None:
             return logger
 
     else:
+        _batched = None
         processors = [*shared, structlog.dev.ConsoleRenderer(colors=False)]
         factory = structlog.PrintLoggerFactory(sys.stdout)
     structlog.configure(

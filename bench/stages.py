@@ -13,6 +13,7 @@ bench/catalog.py (100k arms; 400 and 4,000 ids).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -23,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import catalog  # noqa: E402  (bench/catalog.py, beside this script)
 
-from mab.catalog import load_csv  # noqa: E402
+from mab.config import Config  # noqa: E402
 from mab.native import BetaSampler  # noqa: E402
 from mab.native.scoring import Scorer, encode_ranked, rank  # noqa: E402
 from mab.request import parse_general, parse_request  # noqa: E402
@@ -47,8 +48,9 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=HERE / "data")
     args = ap.parse_args()
     data = catalog.write(args.data)
-    store = EmbeddedStore(load_csv(data / "arms.csv"))
+    store = EmbeddedStore(dataclasses.replace(Config(), catalog=data / "arms.csv"))
     table = store.table
+    live, lookup, absent = table.native, table.index.lookup, table.max_arms
     sampler, scorer = BetaSampler(seed=1), Scorer(1.0, 1.0)
     print(
         f"{'items':>5} {'parser':<9}{'parse':>8}{'fetch':>8}{'sample':>8}{'rank':>8}{'encode':>8}"
@@ -60,14 +62,18 @@ def main() -> int:
         for name, parser in (("general", parse_general), ("fast", parse_request)):
             request = parser(body, 10_000)
             src, spans = request.items.buffer, request.items.spans
-            rows, _ = table.rows(src, spans)
+            rows, _ = lookup(src, spans, absent)
             counts = table.counts[rows]
             alpha, beta = counts[:, 0] + 1.0, counts[:, 1] + 1.0
             scores = sampler.sample(alpha, beta)
             order = rank(scores, None)
             times = [
                 per_call_us(lambda p=parser, b=body: p(b, 10_000), calls, args.repeat),
-                per_call_us(lambda s=src, sp=spans: table.rows(s, sp), calls, args.repeat),
+                per_call_us(
+                    lambda s=src, sp=spans: table.index.lookup(s, sp, table.max_arms),
+                    calls,
+                    args.repeat,
+                ),
                 per_call_us(lambda a=alpha, b=beta: sampler.sample(a, b), calls, args.repeat),
                 per_call_us(lambda s=scores: rank(s, None), calls, args.repeat),
                 per_call_us(
@@ -80,7 +86,9 @@ def main() -> int:
             print(f"{size:>5} {name:<9}{cells}{sum(times):>8.1f}")
         request = parse_request(body, 10_000)
         pipeline = per_call_us(
-            lambda r=request: scorer.score_table(table, r.items.buffer, r.items.spans, r.k, None),
+            lambda r=request: scorer.score_table(
+                live, r.items.buffer, r.items.spans, r.k, None, 0.0
+            ),
             calls,
             args.repeat,
         )

@@ -23,7 +23,7 @@ import structlog
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import rfc822_formatted_time
-from aiohttp.http import SERVER_SOFTWARE
+from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
@@ -538,6 +538,7 @@ class _Connection(RequestHandler):
             and message.path == "/predict"
             and message.method == "POST"
             and not message.should_close
+            and message.version == HttpVersion11  # answered as HTTP/1.1, as aiohttp would
             and not message.chunked
             and payload.is_eof()
             and not state.draining

@@ -223,8 +223,9 @@ def test_port_in_use_is_a_clear_error() -> None:
 
 def test_requests_over_the_inflight_limit_are_shed() -> None:
     """With one request allowed in progress, a request that comes while another waits
-    for its body gets 503 with Retry-After and a JSON body at once, without queueing;
-    the waiting one is then served, and the shed one is counted."""
+    for its body gets 503 with Retry-After and a JSON body, without queueing (held
+    --shed-hold, with no work done for it); the waiting one is then served, and the
+    shed one is counted."""
     with run_server("--max-inflight", "1", workers=1) as server:
         with socket.create_connection((HOST, server.port), timeout=10) as held:
             body = json.dumps({"items": ITEMS[:10]}).encode()

@@ -110,3 +110,17 @@ def test_clients_that_leave_before_their_answer_cost_nothing_more() -> None:
             return "mab_open_connections 1.0" in metrics
 
         eventually_sync(only_the_scrape_is_open)
+
+
+def test_an_http_1_0_keep_alive_request_is_answered_as_http_1_0() -> None:
+    """HTTP/1.0 with Connection: keep-alive is left to aiohttp, which answers in the
+    request's version and says keep-alive; the connection then serves again."""
+    with run_server("--demo-arms", "1000", workers=1) as server:
+        request = _request(BODY, "Connection: keep-alive").replace(b"HTTP/1.1", b"HTTP/1.0", 1)
+        with socket.create_connection((HOST, server.port), timeout=10) as sock:
+            for _ in range(2):
+                sock.sendall(request)
+                [(status, headers, body)] = _answers(sock, 1)
+                assert status == b"HTTP/1.0 200 OK"
+                assert ("Connection", "keep-alive") in headers
+                assert json.loads(body)["user_id"] == "u1"

@@ -531,7 +531,9 @@ class _Connection(RequestHandler):
         """Take an ordinary /predict (its whole body here, keep-alive, JSON) past
         aiohttp's request, task and response objects, into the same pipeline: a
         share of a 400-id request's CPU (bench/RESULTS.md, section 10). False:
-        aiohttp's request loop takes it (make_handler)."""
+        aiohttp's request loop takes it (make_handler). It uses RequestHandler's
+        internals (_messages, _waiter, _request_in_progress, the keep-alive timer),
+        hence aiohttp pinned to 3.14 in setup.cfg; tests/test_protocol.py checks."""
         state = self._server.state
         if not (
             type(message) is RawRequestMessage  # not a parse error

@@ -402,34 +402,27 @@ def _log_requests(lines: list[RequestLine]) -> None:
 
 
 def _log_through_structlog(lines: list[RequestLine]) -> None:
-    info = _log.info
     for logged_at, request_id, method, path, status, elapsed, figures in lines:
-        if figures is None:
-            info(
-                "request",
-                request_id=request_id,
-                method=method,
-                path=path,
-                status=status,
-                latency_ms=_ms(elapsed),
-                _logged_at=logged_at,
-            )
-            continue
-        items, unknown, queue_s, fetch_s, sample_s, encode_s = figures
-        info(
+        fields: dict[str, Any] = {}
+        if figures is not None:
+            items, unknown, queue_s, fetch_s, sample_s, encode_s = figures
+            fields = {
+                "items": items,
+                "unknown": unknown,
+                "queue_ms": _ms(queue_s),
+                "fetch_ms": _ms(fetch_s),
+                "sample_ms": _ms(sample_s),
+                "encode_ms": _ms(encode_s),
+            }
+        _log.info(
             "request",
             request_id=request_id,
             method=method,
             path=path,
             status=status,
             latency_ms=_ms(elapsed),
-            items=items,
-            unknown=unknown,
-            queue_ms=_ms(queue_s),
-            fetch_ms=_ms(fetch_s),
-            sample_ms=_ms(sample_s),
-            encode_ms=_ms(encode_s),
-            _logged_at=logged_at,
+            **fields,
+            **{log.LOGGED_AT: logged_at},
         )
 
 

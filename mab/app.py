@@ -195,29 +195,31 @@ async def _read_chunks(content: StreamReader, limit: int) -> bytes:
     return b"".join(chunks)  # of one chunk: that bytes object itself, not a copy
 
 
-def _admit_json(state: WorkerState, request: web.BaseRequest) -> None:
+def _admit_json(state: WorkerState, length: int | None, content_type: str) -> None:
     """Shed or refuse a JSON POST before its body is read."""
     config = state.config
     if state.inflight >= config.max_inflight:
         raise Overloaded(
             f"{state.inflight} requests in progress in this worker, retry later", "inflight"
         )
-    length = request.content_length
     if length is not None and length > config.max_body_bytes:
         raise PayloadTooLarge(
             f"body of {length} bytes is over the limit of {config.max_body_bytes}"
         )
-    if request.content_type != "application/json":
-        raise UnsupportedMediaType(
-            f"Content-Type must be application/json, got {request.content_type!r}"
-        )
+    if content_type != "application/json":
+        raise UnsupportedMediaType(f"Content-Type must be application/json, got {content_type!r}")
+
+
+def _admit_predict(state: WorkerState, length: int | None, content_type: str) -> None:
+    """`_admit_json`, and a /predict that would wait over --shed-delay is shed."""
+    _admit_json(state, length, content_type)
+    if not state.runner.admits():
+        raise state.backlog
 
 
 async def _predict(state: WorkerState, request: web.BaseRequest) -> web.Response:
     config = state.config
-    _admit_json(state, request)
-    if not state.runner.admits():
-        raise state.backlog
+    _admit_predict(state, request.content_length, request.content_type)
     state.inflight += 1
     try:
         body = await _read_body(request, config.max_body_bytes, config.read_timeout)
@@ -230,7 +232,7 @@ async def _predict(state: WorkerState, request: web.BaseRequest) -> web.Response
 
 async def _feedback(state: WorkerState, request: web.BaseRequest) -> web.Response:
     config = state.config
-    _admit_json(state, request)
+    _admit_json(state, request.content_length, request.content_type)
     state.inflight += 1
     try:
         body = await _read_body(request, config.max_body_bytes, config.read_timeout)
@@ -551,23 +553,10 @@ class _Connection(RequestHandler):
         request_id = request_id or state.next_request_id()
         body = payload.read_nowait(-1)
         config = state.config
-        error: Exception | None = None
-        if state.inflight >= config.max_inflight:
-            error = Overloaded(
-                f"{state.inflight} requests in progress in this worker, retry later", "inflight"
-            )
-        elif not state.runner.admits():
-            error = state.backlog
-        elif len(body) > config.max_body_bytes:
-            error = PayloadTooLarge(
-                f"body of {len(body)} bytes is over the limit of {config.max_body_bytes}"
-            )
-        else:
-            try:
-                answer = asyncio.ensure_future(state.pipeline.predict(body))
-            except Exception as exc:
-                error = exc
-        if error is not None:
+        try:
+            _admit_predict(state, len(body), "application/json")  # its Content-Type, checked
+            answer = asyncio.ensure_future(state.pipeline.predict(body))
+        except Exception as error:
             if isinstance(error, Overloaded) and config.shed_hold:
                 # Held, not queued: no work is done for it (--shed-hold).
                 self._wait(

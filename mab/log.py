@@ -51,17 +51,11 @@ class Deferred(Generic[T]):
         self._pending: list[T] = []
 
     def add(self, item: T) -> None:
-        loop = asyncio._get_running_loop()  # the C fast path of get_running_loop
-        if loop is None:
-            self._handle([item])
-            return
-        if not self._pending:
-            loop.call_soon(self.flush)
-        self._pending.append(item)
+        self.extend([item])
 
     def extend(self, items: list[T]) -> None:
         """`add` each of them, in order."""
-        loop = asyncio._get_running_loop()
+        loop = asyncio._get_running_loop()  # the C fast path of get_running_loop
         if loop is None:
             self._handle(items)
             return
